@@ -1,0 +1,56 @@
+# vm-agent: make run (agent on this machine), make test (every test layer).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+RUNDIR  := $(CURDIR)/.run
+SOCKET  ?= $(RUNDIR)/agent.sock
+PREFIX  ?= /opt/vm-agent
+
+.PHONY: venv run test unit protocol integration lint deps install bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp  ## create .venv with the agent and its dev tools
+
+run: venv  ## run the agent on this machine's /proc and Docker; socket .run/agent.sock
+	mkdir -p $(RUNDIR)/state
+	@echo "query it:  curl --unix-socket $(SOCKET) http://localhost/v1/health"
+	@echo "      or:  $(BIN)/vm-agentctl --socket $(SOCKET) health"
+	$(BIN)/vm-agent serve --config etc/vm-agent.yaml --socket $(SOCKET) \
+	  --state-dir $(RUNDIR)/state --run-dir $(RUNDIR)
+
+deps:  ## install the system packages the tests need (Debian; needs root)
+	scripts/install-test-deps.sh
+
+lint: venv  ## ruff, mypy --strict, unit file checks
+	$(BIN)/ruff check agent tests bench
+	$(BIN)/mypy agent
+	scripts/check-units.sh
+
+test: venv deps lint  ## every test layer; a skipped test fails the run
+	VMAGENT_STRICT=1 $(BIN)/pytest -m "not e2e"
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+protocol: venv
+	$(BIN)/pytest tests/protocol
+
+integration: venv deps
+	VMAGENT_STRICT=1 $(BIN)/pytest tests/integration
+
+install:  ## install the agent, units and config on this host (root)
+	scripts/install.sh $(PREFIX)
+
+bench: venv  ## speed and memory figures against a baseline
+	$(BIN)/python bench/health.py
+
+clean:
+	rm -rf $(RUNDIR) .pytest_cache .mypy_cache .ruff_cache
