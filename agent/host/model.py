@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from agent.errors import Internal
+
 Level = Literal["OK", "WARN", "CRIT"]
 LEVEL_ORDER: dict[str, int] = {"OK": 0, "WARN": 1, "CRIT": 2}
 
@@ -82,3 +84,10 @@ class HostSample:
 def worst(levels: dict[str, Level]) -> Level:
     """The worst level of ``levels`` (OK when empty)."""
     return max(levels.values(), key=LEVEL_ORDER.__getitem__, default="OK")
+
+
+class HostReadError(Internal):
+    """A /proc file that exists but cannot be parsed (``details``: ``{"source": path}``)."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}", {"source": source})

@@ -1,0 +1,170 @@
+"""The Unix-socket site: a bound on connections and on slow clients, peer credentials.
+
+aiohttp has neither a connection limit nor a request-header timeout, so each
+connection's protocol is wrapped:
+
+- over ``max_connections`` live connections, a new one gets one
+  ``429 rate_limited`` envelope and is closed;
+- a connection that has not *started* a request within ``client_timeout_s``
+  of connecting (or of its previous response) is closed: this bounds slow
+  headers (slowloris) and idle keep-alive; the body is bounded in the
+  middleware with the same figure;
+- the peer's ``SO_PEERCRED`` is read once per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from agent.api.access import Peer, peer_of
+
+log = logging.getLogger("vm-agent")
+
+
+def _busy_response(request_id: str) -> bytes:
+    body = json.dumps({"ok": False, "request_id": request_id, "error": {
+        "code": "rate_limited", "message": "too many connections; retry shortly",
+        "details": {"retry_after_s": 1}}}).encode()
+    head = (f"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+    return head.encode() + body
+
+
+class _Refuse(asyncio.Protocol):
+    """Answers 429 and closes: the connection limit was reached.
+
+    The close waits for the client's request (or 1 s) so a client that
+    writes before it reads gets the answer rather than a broken pipe.
+    """
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        request_id = uuid.uuid4().hex[:16]
+        try:
+            peer: Peer | None = peer_of(transport.get_extra_info("socket"),
+                                        proc_root=self.guard.proc_root)
+        except OSError:
+            peer = None
+        self.guard.on_refuse(peer, request_id)
+        transport.write(_busy_response(request_id))
+        asyncio.get_running_loop().call_later(1.0, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self._transport.close()
+
+
+class GuardedConnection(asyncio.Protocol):
+    """Delegates to aiohttp's RequestHandler; adds the start-of-request timer and the peer."""
+
+    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.peer: Peer | None = None
+        self.peer_error: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._read_peer(transport)
+        self.guard.live[transport] = self
+        self.arm()
+        self.inner.connection_made(transport)
+
+    def _read_peer(self, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        try:
+            self.peer = peer_of(sock, proc_root=self.guard.proc_root)
+        except OSError as exc:  # no credentials (not AF_UNIX?): the request will be refused
+            self.peer_error = str(exc)
+
+    def arm(self) -> None:
+        """(Re)start the timer that closes a connection that sends no request."""
+        self.disarm()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.guard.client_timeout_s, self._expire)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            log.info("closing a connection that sent no request within %.1f s",
+                     self.guard.client_timeout_s)
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        if self._transport is not None:
+            self.guard.live.pop(self._transport, None)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class ConnectionGuard:
+    """Counts live connections and finds a request's :class:`GuardedConnection`."""
+
+    def __init__(self, *, max_connections: int, client_timeout_s: float,
+                 proc_root: str = "/proc") -> None:
+        self.max_connections = max_connections
+        self.client_timeout_s = client_timeout_s
+        self.proc_root = proc_root
+        self.live: dict[asyncio.BaseTransport, GuardedConnection] = {}
+        #: called with (peer, request_id) for each refused connection (the server audits it)
+        self.on_refuse: Callable[[Peer | None, str], None] = lambda peer, rid: None
+
+    def factory(self, inner_factory: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
+        def make() -> asyncio.Protocol:
+            if len(self.live) >= self.max_connections:
+                log.warning("connection limit %d reached; refusing a connection",
+                            self.max_connections)
+                return _Refuse(self)
+            return GuardedConnection(inner_factory(), self)
+        return make
+
+    def connection_of(self, request: web.BaseRequest) -> GuardedConnection | None:
+        transport = request.transport
+        return self.live.get(transport) if transport is not None else None
+
+
+class GuardedUnixSite(web.SockSite):
+    """``web.SockSite`` on an already bound (or systemd-given) AF_UNIX socket, guarded."""
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, guard: ConnectionGuard,
+                 **kwargs: Any) -> None:
+        super().__init__(runner, sock, **kwargs)
+        self._guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        self._server = await loop.create_unix_server(
+            self._guard.factory(server), sock=self._sock, backlog=self._backlog)

@@ -1,0 +1,192 @@
+"""``vm-agent``: the daemon.  Wiring only: config -> services -> app -> socket -> READY.
+
+``vm-agent serve`` loads the config (exit 78 on a bad one), takes the socket
+from systemd or binds it, starts the sampler, answers requests, tells systemd
+it is ready, pings the watchdog from the event loop, and on SIGTERM/SIGINT
+stops accepting, lets in-flight requests finish (bounded by
+``server.shutdown_timeout_s``) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+import agent
+from agent.api.access import AccessPolicy
+from agent.api.commands import COMMANDS
+from agent.api.server import ServerState, make_app
+from agent.api.services import Services
+from agent.api.transport import ConnectionGuard, GuardedUnixSite
+from agent.audit import Auditor
+from agent.config import Config
+from agent.configload import config_digest, effective_config, load_config
+from agent.containers.engine import DockerEngine
+from agent.errors import ConfigError
+from agent.hold import HoldStore
+from agent.host.sampler import HostSampler
+from agent.journal import JournalHandler, JournalWriter
+from agent.listener import SocketInUse, acquire
+from agent.systemd import ListenFdsError, Notifier, watchdog_loop
+
+log = logging.getLogger("vm-agent")
+
+EX_OK, EX_UNAVAILABLE, EX_CONFIG = 0, 69, 78  # sysexits.h
+
+
+def _setup_logging(writer: JournalWriter, *, verbose: bool) -> None:
+    handler: logging.Handler = JournalHandler(writer)
+    if not os.path.exists(writer.socket_path):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _with_overrides(cfg: Config, args: argparse.Namespace) -> Config:
+    if args.socket:
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, socket=args.socket))
+    if args.state_dir:
+        cfg = dataclasses.replace(cfg, state_dir=args.state_dir)
+    if args.run_dir:
+        cfg = dataclasses.replace(cfg, run_dir=args.run_dir)
+    return cfg
+
+
+class Daemon:
+    """One running agent; :meth:`run` returns when a stop signal has been handled."""
+
+    def __init__(self, cfg: Config, config_path: str | None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.notifier = Notifier()
+        self.stop_event = asyncio.Event()
+        self.docker = DockerEngine(cfg.docker.host, cfg.docker.timeout_s)
+        self.sampler = HostSampler(cfg.sampling, cfg.thresholds, self.docker.summary)
+        self._bound_path: str | None = None
+
+    async def run(self, sock: socket.socket, *, socket_activated: bool) -> None:
+        services = Services(config=self.cfg, config_path=self.config_path,
+                            config_digest=config_digest(self.cfg), sampler=self.sampler,
+                            hold=HoldStore(self.cfg.state_dir),
+                            socket_activated=socket_activated)
+        guard = ConnectionGuard(max_connections=self.cfg.server.max_connections,
+                                client_timeout_s=self.cfg.server.client_timeout_s,
+                                proc_root=self.cfg.sampling.proc_root)
+        state = ServerState(services, AccessPolicy(self.cfg.access), Auditor(), guard)
+        runner = web.AppRunner(make_app(COMMANDS, state), access_log=None,
+                               handle_signals=False,
+                               shutdown_timeout=self.cfg.server.shutdown_timeout_s)
+        await runner.setup()
+        await self.sampler.start()
+        await GuardedUnixSite(runner, sock, guard).start()
+        self._install_signals()
+        pinger = self._start_watchdog()
+        self.notifier.ready(f"serving on {_sock_name(sock)}")
+        log.info("vm-agent %s ready on %s (socket-activated: %s)", agent.__version__,
+                 _sock_name(sock), socket_activated)
+        await self.stop_event.wait()
+        await self._shutdown(runner, pinger)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s: stopping", sig.name)
+        self.notifier.stopping()
+        self.stop_event.set()
+
+    def _start_watchdog(self) -> asyncio.Task[None] | None:
+        interval = self.notifier.watchdog_interval_s()
+        if interval is None:
+            return None
+        return asyncio.create_task(watchdog_loop(self.notifier, interval))
+
+    async def _shutdown(self, runner: web.AppRunner, pinger: asyncio.Task[None] | None) -> None:
+        self.notifier.status("stopping: finishing in-flight requests")
+        await runner.cleanup()  # stops accepting, then waits (bounded) for in-flight requests
+        await self.sampler.stop()
+        self.docker.close()
+        if pinger is not None:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+        log.info("stopped")
+
+
+def _sock_name(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    return name if isinstance(name, str) and name else "<systemd socket>"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    writer = JournalWriter()
+    _setup_logging(writer, verbose=args.verbose)
+    try:
+        cfg = _with_overrides(load_config(args.config), args)
+    except ConfigError as exc:
+        print(f"vm-agent: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        sock, activated = acquire(cfg.server.socket, mode=cfg.server.socket_mode)
+    except (SocketInUse, ListenFdsError, OSError) as exc:
+        print(f"vm-agent: cannot listen on {cfg.server.socket}: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    try:
+        asyncio.run(Daemon(cfg, args.config).run(sock, socket_activated=activated))
+    finally:
+        if not activated:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(cfg.server.socket)
+    return EX_OK
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"vm-agent: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    print(json.dumps(effective_config(cfg), indent=2, sort_keys=True))
+    return EX_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vm-agent", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"vm-agent {agent.__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="run the agent (under systemd, or by hand)")
+    serve.add_argument("--config", help="YAML config; FILE's conf.d/*.yaml is merged over it")
+    serve.add_argument("--socket", help="bind this Unix socket (ignored when socket-activated)")
+    serve.add_argument("--state-dir", help="override state_dir (hold, run history)")
+    serve.add_argument("--run-dir", help="override run_dir (job locks)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    check = sub.add_parser("check-config", help="validate a config; print the effective one")
+    check.add_argument("--config", help="YAML config to check")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vm-agent`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.cmd == "serve":
+        return _serve(args)
+    return _check_config(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

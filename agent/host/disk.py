@@ -1,0 +1,116 @@
+"""Disk usage of mount points with ``os.statvfs``, as ``df`` (GNU coreutils) computes it.
+
+* total = f_blocks * f_frsize
+* used  = (f_blocks - f_bfree) * f_frsize
+* free  = f_bavail * f_frsize (available to unprivileged users; root's
+  reserved blocks are neither used nor free, as in df)
+* used_percent = used / (used + free) * 100, rounded *up* to 0.01.  df prints
+  the same ratio rounded up to a whole percent, so ``ceil(used_percent)`` is
+  exactly df's ``Use%``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+
+from agent.host.model import DiskSample
+
+log = logging.getLogger(__name__)
+
+
+def used_percent(used: int, free: int) -> float:
+    """``used / (used + free) * 100`` rounded up to 0.01; 0.0 when both are 0."""
+    denominator = used + free
+    if denominator <= 0:
+        return 0.0
+    return -(-used * 10000 // denominator) / 100
+
+
+def disk_usage(mount: str) -> DiskSample:
+    """One mount's usage in bytes.  Raises OSError (e.g. FileNotFoundError).
+
+    Blocking: a hung network mount blocks the caller; call it in a thread.
+    """
+    st = os.statvfs(mount)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    free = st.f_bavail * st.f_frsize
+    return DiskSample(mount=mount, total_bytes=st.f_blocks * st.f_frsize, used_bytes=used,
+                      free_bytes=free, used_percent=used_percent(used, free))
+
+
+def read_disks(mounts: Iterable[str]) -> tuple[DiskSample, ...]:
+    """Usage of each mount; a mount that cannot be read is skipped with a logged warning."""
+    samples = []
+    for mount in mounts:
+        try:
+            samples.append(disk_usage(mount))
+        except OSError as exc:
+            log.warning("disk %s not sampled: %s", mount, exc)
+    return tuple(samples)
+
+
+class DiskReader:
+    """Reads mounts with :func:`disk_usage` in threads, each bounded by ``timeout_s``.
+
+    A statvfs on a hung network mount cannot be cancelled; its thread is
+    remembered and that mount is reported unsampled (not retried) until the
+    call returns, so at most one thread per mount is ever stuck.  Failures are
+    logged once per distinct message; recovery is logged at INFO.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._hung: dict[str, asyncio.Future[DiskSample]] = {}
+        self._errors: dict[str, str] = {}
+
+    async def read(self, mounts: Iterable[str]) -> tuple[tuple[DiskSample, ...], tuple[str, ...]]:
+        """``(samples, unsampled_mounts)``, in the order of ``mounts``."""
+        mounts = tuple(mounts)
+        results = await asyncio.gather(*(self._one(m) for m in mounts))
+        samples = tuple(r for r in results if r is not None)
+        unsampled = tuple(m for m, r in zip(mounts, results, strict=True) if r is None)
+        return samples, unsampled
+
+    async def _one(self, mount: str) -> DiskSample | None:
+        try:
+            sample = await self._statvfs(mount)
+        except OSError as exc:  # TimeoutError included
+            self._failed(mount, str(exc))
+            return None
+        if self._errors.pop(mount, None) is not None:
+            log.info("disk %s sampled again", mount)
+        return sample
+
+    async def _statvfs(self, mount: str) -> DiskSample:
+        """:func:`disk_usage` in a thread; TimeoutError after ``timeout_s`` or while hung."""
+        hung = self._hung.pop(mount, None)
+        if hung is not None and not hung.done():
+            self._hung[mount] = hung
+            raise TimeoutError(f"statvfs still blocked (over {self.timeout_s:g} s)")
+        future = asyncio.ensure_future(asyncio.to_thread(disk_usage, mount))
+        future.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait({future}, timeout=self.timeout_s)
+        if not done:
+            self._hung[mount] = future
+            raise TimeoutError(f"statvfs timed out after {self.timeout_s:g} s")
+        return future.result()
+
+    def _failed(self, mount: str, message: str) -> None:
+        if self._errors.get(mount) != message:
+            log.warning("disk %s not sampled: %s", mount, message)
+            self._errors[mount] = message
+
+    def close(self) -> None:
+        """Detach from calls still blocked (their threads finish on their own)."""
+        for future in self._hung.values():
+            future.cancel()
+        self._hung.clear()
+
+
+def _retrieve(future: asyncio.Future[DiskSample]) -> None:
+    """Mark a finished call's exception as retrieved (no "never retrieved" noise)."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,233 @@
+"""A journald writer speaking the native protocol, with a stderr fallback.
+
+Format (https://systemd.io/JOURNAL_NATIVE_PROTOCOL/, ``man 7
+systemd.journal-fields``): one ``AF_UNIX``/``SOCK_DGRAM`` datagram per entry
+to ``/run/systemd/journal/socket``; each field is ``KEY=value\\n``, or, when
+the value holds a newline, the binary-safe ``KEY\\n<u64 little-endian
+length><bytes>\\n``.  A datagram the kernel refuses as too large
+(``EMSGSIZE``/``ENOBUFS``) is written to a sealed memfd whose descriptor is
+passed alone with ``SCM_RIGHTS``, as ``sd_journal_sendv()`` does.
+
+Field names are ``[A-Z][A-Z0-9_]*``, at most 64 characters; a leading ``_``
+is reserved for fields journald itself adds (``journal_field_valid()`` in
+systemd's ``journal-file.c`` also refuses a leading digit).
+
+The socket is non-blocking: a full journal drops the entry (counted by the
+caller) rather than stalling the event loop.  When there is no journal socket
+(``ENOENT``/``ECONNREFUSED``) the entry goes to ``stream`` as one JSON line.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Final, TextIO
+
+from agent.errors import Internal
+
+#: journald's native-protocol socket (``man 8 systemd-journald.service``).
+JOURNAL_SOCKET: Final = "/run/systemd/journal/socket"
+
+_FIELD_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_TOO_LARGE: Final = frozenset({errno.EMSGSIZE, errno.ENOBUFS})
+_NO_JOURNAL: Final = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR})
+_SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+
+FieldValue = str | bytes | int | float
+
+
+class InvalidFieldName(Internal):
+    """A journal field name outside ``[A-Z][A-Z0-9_]{0,63}`` (a bug in the caller)."""
+
+
+class Outcome(enum.Enum):
+    """What :meth:`JournalWriter.send` did with one entry."""
+
+    SENT = "sent"            # one datagram
+    SENT_MEMFD = "memfd"     # too large for a datagram; passed as a sealed memfd
+    FALLBACK = "fallback"    # no journal socket; written to the fallback stream
+    DROPPED = "dropped"      # journal busy or broken (EAGAIN, EPERM, ...); lost
+
+
+def check_field_name(name: str) -> str:
+    """Return ``name`` if journald accepts it as a client field name.
+
+    Raises :class:`InvalidFieldName` otherwise (``man 7 systemd.journal-fields``).
+    """
+    if not _FIELD_NAME.fullmatch(name):
+        raise InvalidFieldName(f"invalid journal field name {name!r}", {"field": name})
+    return name
+
+
+def _as_bytes(value: FieldValue) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "replace")
+
+
+def encode_field(name: str, value: FieldValue) -> bytes:
+    """One field in the native format: ``KEY=value\\n`` or the binary-safe form."""
+    key = check_field_name(name).encode("ascii")
+    data = _as_bytes(value)
+    if b"\n" not in data:
+        return key + b"=" + data + b"\n"
+    return key + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
+
+
+def encode_entry(fields: Mapping[str, FieldValue]) -> bytes:
+    """A whole entry (one datagram's payload); raises :class:`InvalidFieldName`."""
+    return b"".join(encode_field(name, value) for name, value in fields.items())
+
+
+def _sealed_memfd(payload: bytes) -> int:
+    """A memfd holding ``payload``, sealed against any change (``man 2 memfd_create``)."""
+    fd = os.memfd_create("journal-entry", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class JournalWriter:
+    """Sends entries to journald; thread-safe; :meth:`send` never raises ``OSError``.
+
+    ``socket_path`` is injectable for tests; ``stream`` receives the JSON-line
+    fallback when no journal socket exists.  ``counts`` maps each
+    :class:`Outcome` to how many entries ended that way.
+    """
+
+    def __init__(self, socket_path: str = JOURNAL_SOCKET, stream: TextIO | None = None) -> None:
+        self.socket_path = socket_path
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self.last_error: OSError | None = None
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._sock.setblocking(False)
+
+    def send(self, fields: Mapping[str, FieldValue], *,
+             fallback_line: str | None = None) -> Outcome:
+        """Write one entry; returns what happened.
+
+        ``fallback_line`` replaces the JSON line on the fallback stream (the
+        log handler passes its formatted record).  Raises only
+        :class:`InvalidFieldName`, before anything is sent.
+        """
+        payload = encode_entry(fields)
+        outcome = self._deliver(payload)
+        if outcome is Outcome.FALLBACK:
+            outcome = self._write_fallback(fields, fallback_line)
+        with self._lock:
+            self.counts[outcome] += 1
+        return outcome
+
+    def _deliver(self, payload: bytes) -> Outcome:
+        try:
+            self._sock.sendto(payload, self.socket_path)
+            return Outcome.SENT
+        except OSError as exc:
+            if exc.errno in _TOO_LARGE:
+                return self._deliver_memfd(payload)
+            return self._failed(exc)
+
+    def _deliver_memfd(self, payload: bytes) -> Outcome:
+        try:
+            fd = _sealed_memfd(payload)
+        except OSError as exc:
+            return self._failed(exc)
+        try:
+            # socket.send_fds() drops its address argument before Python 3.12: use sendmsg.
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+            self._sock.sendmsg([], rights, 0, self.socket_path)
+            return Outcome.SENT_MEMFD
+        except OSError as exc:
+            return self._failed(exc)
+        finally:
+            os.close(fd)
+
+    def _failed(self, exc: OSError) -> Outcome:
+        self.last_error = exc
+        return Outcome.FALLBACK if exc.errno in _NO_JOURNAL else Outcome.DROPPED
+
+    def _write_fallback(self, fields: Mapping[str, FieldValue], line: str | None) -> Outcome:
+        if line is None:
+            line = json.dumps({k: _json_value(v) for k, v in fields.items()}, ensure_ascii=False)
+        try:
+            with self._lock:
+                self.stream.write(line.rstrip("\n") + "\n")
+                self.stream.flush()
+        except (OSError, ValueError) as exc:  # closed or broken stream
+            self.last_error = exc if isinstance(exc, OSError) else None
+            return Outcome.DROPPED
+        return Outcome.FALLBACK
+
+    def close(self) -> None:
+        """Close the socket; later sends are dropped (``EBADF``)."""
+        self._sock.close()
+
+
+def _json_value(value: FieldValue) -> str | int | float:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def syslog_priority(levelno: int) -> int:
+    """Syslog priority (``man 3 syslog``) of a logging level: ``CRITICAL`` 2, ``ERROR`` 3,
+    ``WARNING`` 4, ``INFO`` 6, ``DEBUG`` and below 7."""
+    for threshold, priority in ((50, 2), (40, 3), (30, 4), (20, 6)):
+        if levelno >= threshold:
+            return priority
+    return 7
+
+
+class JournalHandler(logging.Handler):
+    """Sends log records to the journal with ``SYSLOG_IDENTIFIER`` (default ``vm-agent``).
+
+    Fields: ``MESSAGE`` (the formatted record, traceback included), ``PRIORITY``,
+    ``LOGGER``, ``CODE_FILE``, ``CODE_LINE``, ``CODE_FUNC``, ``THREAD_NAME``.
+    Without a journal the record goes to the writer's stream as a plain line
+    formatted by ``fallback_formatter``.  A record the journal drops is counted
+    by the writer, never logged again (no recursion).
+    """
+
+    def __init__(self, writer: JournalWriter, *, identifier: str = "vm-agent",
+                 level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.writer = writer
+        self.identifier = identifier
+        self.fallback_formatter = logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.send(self.record_fields(record),
+                             fallback_line=self.fallback_formatter.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def record_fields(self, record: logging.LogRecord) -> dict[str, FieldValue]:
+        """The journal fields of one log record."""
+        return {
+            "MESSAGE": self.format(record),
+            "PRIORITY": syslog_priority(record.levelno),
+            "SYSLOG_IDENTIFIER": self.identifier,
+            "LOGGER": record.name,
+            "CODE_FILE": record.pathname,
+            "CODE_LINE": record.lineno,
+            "CODE_FUNC": record.funcName,
+            "THREAD_NAME": record.threadName or "",
+        }
