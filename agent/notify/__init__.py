@@ -1,0 +1,1 @@
+"""Alert events (emitted by jobs and the watchdog) and, later, their delivery."""
