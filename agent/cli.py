@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -37,16 +38,20 @@ async def _request(socket_path: str, method: str, path: str, body: dict[str, Any
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, \
                 session.request(method, f"http://localhost{path}", json=body) as resp:
             return resp.status, await resp.json(content_type=None)
-    except PermissionError as exc:
-        raise Unreachable(f"permission denied on {socket_path}: join the vm-agent group "
-                          f"(or vm-agent-ops) and log in again ({exc.strerror})") from None
-    except FileNotFoundError:
-        raise Unreachable(f"no agent socket at {socket_path}: is vm-agent.socket running? "
-                          f"(systemctl status vm-agent.socket)") from None
     except aiohttp.ClientConnectorError as exc:
-        raise Unreachable(f"cannot connect to {socket_path}: {exc.os_error}") from None
+        raise Unreachable(_connect_error(socket_path, exc.os_error)) from None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise Unreachable(f"no usable answer from {socket_path}: {exc!r}") from None
+
+
+def _connect_error(socket_path: str, err: OSError) -> str:
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return (f"permission denied on {socket_path}: join the vm-agent group "
+                f"(or vm-agent-ops) and log in again")
+    if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
+        return (f"no agent socket at {socket_path} ({err.strerror}): is vm-agent.socket "
+                f"running? (systemctl status vm-agent.socket)")
+    return f"cannot connect to {socket_path}: {err.strerror or err}"
 
 
 def call(socket_path: str, method: str, path: str, body: dict[str, Any] | None = None, *,

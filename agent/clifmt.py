@@ -42,8 +42,8 @@ def _health(d: dict[str, Any]) -> str:
         rows.append([f"disk {disk['mount']}", f"{disk['used_percent']:.1f} % used, "
                      f"{human_bytes(disk['free_bytes'])} free",
                      lv.get(f"disk_used_percent:{disk['mount']}", "")])
-    rows.append(["docker", _docker_line(dk), lv.get("unhealthy_containers",
-                                                    lv.get("docker_available", ""))])
+    docker_level = lv.get("unhealthy_containers" if dk["available"] else "docker_available", "")
+    rows.append(["docker", _docker_line(dk), docker_level])
     head = f"{d['status']}  sampled {d['sampled_at']} (steal/iowait over {cpu['window_s']} s)"
     return head + "\n" + table(rows, ["metric", "value", "level"])
 

@@ -33,11 +33,17 @@ from agent.audit import Auditor
 from agent.config import Config
 from agent.configload import config_digest, effective_config, load_config
 from agent.containers.engine import DockerEngine
+from agent.containers.iorate import DockerLister, IoSampler
 from agent.errors import ConfigError
 from agent.hold import HoldStore
 from agent.host.sampler import HostSampler
+from agent.jobs.catalog import build_jobs
+from agent.jobs.records import RunRecords
+from agent.jobs.runner import JobRunner
 from agent.journal import JournalHandler, JournalWriter
 from agent.listener import SocketInUse, acquire
+from agent.notify.events import AlertLog
+from agent.store import Store
 from agent.systemd import ListenFdsError, Notifier, watchdog_loop
 
 log = logging.getLogger("vm-agent")
@@ -86,19 +92,46 @@ class Daemon:
                                 client_timeout_s=self.cfg.server.client_timeout_s,
                                 proc_root=self.cfg.sampling.proc_root)
         state = ServerState(services, AccessPolicy(self.cfg.access), Auditor(), guard)
+        await self._attach_jobs(services, state.auditor)
         runner = web.AppRunner(make_app(COMMANDS, state), access_log=None,
                                handle_signals=False,
                                shutdown_timeout=self.cfg.server.shutdown_timeout_s)
         await runner.setup()
         await self.sampler.start()
-        await GuardedUnixSite(runner, sock, guard).start()
+        await self._start_io(services)
+        site = GuardedUnixSite(runner, sock, guard)
+        await site.start()
         self._install_signals()
         pinger = self._start_watchdog()
         self.notifier.ready(f"serving on {_sock_name(sock)}")
         log.info("vm-agent %s ready on %s (socket-activated: %s)", agent.__version__,
                  _sock_name(sock), socket_activated)
         await self.stop_event.wait()
-        await self._shutdown(runner, pinger)
+        await self._shutdown(runner, site, state, pinger)
+
+    async def _attach_jobs(self, services: Services, auditor: Auditor) -> None:
+        """Open the store, build the job runner, mark runs a crash interrupted as failed."""
+        services.store = services.store or Store(self.cfg.state_dir)
+        services.alerts = services.alerts or AlertLog(services.store, auditor)
+        services.docker = services.docker or self.docker
+        services.jobs = JobRunner(jobs=build_jobs(self.cfg), records=RunRecords(services.store),
+                                  config=self.cfg, auditor=auditor, hold=services.hold,
+                                  alerts=services.alerts, services=services)
+        await services.jobs.recover_stale()
+
+    async def _start_io(self, services: Services) -> None:
+        """Start the per-container disk-write sampler (``GET /v1/io``); alerts to the AlertLog."""
+        alerts = services.alerts
+        services.io = IoSampler(
+            self.cfg.io, DockerLister(self.docker), interval_s=self.cfg.sampling.interval_s,
+            cgroup_root=self.cfg.docker.cgroup_root, proc_root=self.cfg.sampling.proc_root,
+            emit=None if alerts is None else (lambda event: asyncio.to_thread(alerts.emit, event)))
+        await services.io.start()
+
+    async def _close_jobs(self, services: Services) -> None:
+        """Give running jobs their grace period, then cancel them (recorded as interrupted)."""
+        if services.jobs is not None:
+            await services.jobs.close()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -116,10 +149,19 @@ class Daemon:
             return None
         return asyncio.create_task(watchdog_loop(self.notifier, interval))
 
-    async def _shutdown(self, runner: web.AppRunner, pinger: asyncio.Task[None] | None) -> None:
+    async def _shutdown(self, runner: web.AppRunner, site: GuardedUnixSite, state: ServerState,
+                        pinger: asyncio.Task[None] | None) -> None:
         self.notifier.status("stopping: finishing in-flight requests")
-        await runner.cleanup()  # stops accepting, then waits (bounded) for in-flight requests
+        await site.stop()  # stop accepting; requests already begun go on
+        timeout_s = self.cfg.server.shutdown_timeout_s
+        if not await state.inflight.drained(timeout_s):
+            log.warning("%d request(s) still running after %.1f s; cancelling them",
+                        state.inflight.count, timeout_s)
+        await runner.cleanup()  # closes idle keep-alive connections, cancels what is left
+        await self._close_jobs(state.services)
         await self.sampler.stop()
+        if state.services.io is not None:
+            await state.services.io.stop()
         self.docker.close()
         if pinger is not None:
             pinger.cancel()
@@ -147,7 +189,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"vm-agent: cannot listen on {cfg.server.socket}: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     try:
-        asyncio.run(Daemon(cfg, args.config).run(sock, socket_activated=activated))
+        config_path = os.path.abspath(args.config) if args.config else None
+        asyncio.run(Daemon(cfg, config_path).run(sock, socket_activated=activated))
     finally:
         if not activated:
             with contextlib.suppress(FileNotFoundError):

@@ -58,12 +58,40 @@ class _Outcome:
     args: dict[str, Any] = field(default_factory=dict)
 
 
+class InFlight:
+    """Counts requests being handled, so a graceful stop can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight; False when ``timeout_s`` passed first."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass(frozen=True)
 class ServerState:
     services: Any
     policy: AccessPolicy
     auditor: Auditor
     guard: ConnectionGuard
+    inflight: InFlight = field(default_factory=InFlight)
 
 
 def envelope_ok(data: Any, request_id: str) -> web.Response:
@@ -171,6 +199,7 @@ async def _middleware(request: web.Request,
     conn = st.guard.connection_of(request)
     if conn is not None:
         conn.disarm()
+    st.inflight.enter()
     try:
         return await _run(request, st, out, rid)
     except AgentError as err:
@@ -182,6 +211,7 @@ async def _middleware(request: web.Request,
         return envelope_error(Internal("internal error; see the agent's journal",
                                        {"request_id": rid}), rid)
     finally:
+        st.inflight.leave()
         _audit(st, out, rid, started)
         if conn is not None:
             conn.arm()

@@ -31,7 +31,8 @@ CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at);
 
 @dataclass(frozen=True)
 class AlertEvent:
-    """``kind`` is dotted (``watchdog.gave_up``); ``subject`` what it is about; ``text`` plain words."""
+    """One alert: ``kind`` dotted (``watchdog.gave_up``), ``subject`` what it is about,
+    ``level`` OK/WARN/CRIT, ``text`` plain words for a human."""
 
     kind: str
     subject: str
