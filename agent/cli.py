@@ -1,9 +1,11 @@
 """``vm-agentctl``: the operator's client for the agent's socket.
 
 Exit status follows the monitoring-plugin convention: for ``health``, 0 OK,
-1 WARN, 2 CRIT; for every command, 3 when the agent cannot be reached or
-its answer cannot be read (UNKNOWN), and 2 when the agent refused or failed
-the command.  ``--json`` prints the envelope's ``data`` (or ``error``) as JSON.
+1 WARN, 2 CRIT; 3 (UNKNOWN) when the agent cannot be reached, its answer
+cannot be read, a read-only command is refused (403, 429, ...) or the
+command line is wrong; 2 when the agent refused or failed a command that
+changes something; for ``run``, 0 ok, 1 partial, 2 failed or refused (409, 423).
+``--json`` prints the envelope's ``data`` (or ``error``) as JSON.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import errno
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 
@@ -23,6 +26,7 @@ from agent import clifmt
 
 DEFAULT_SOCKET = "/run/vm-agent/agent.sock"
 EXIT_OK, EXIT_WARN, EXIT_CRIT, EXIT_UNKNOWN = 0, 1, 2, 3
+RUN_TIMEOUT_S = 6 * 3600.0
 _STATUS_EXIT = {"OK": EXIT_OK, "WARN": EXIT_WARN, "CRIT": EXIT_CRIT}
 
 
@@ -71,14 +75,63 @@ def _route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
         return "GET", "/v1/hold", None
     if args.cmd == "unhold":
         return "DELETE", "/v1/hold", None
+    if args.cmd == "io":
+        return "GET", "/v1/io", None
+    if args.cmd in ("run", "jobs", "runs"):
+        return _job_route(args)
+    if args.cmd in ("containers", "logs", "restart", "restart-unhealthy"):
+        return _container_route(args)
     raise AssertionError(args.cmd)
 
 
-def _exit_status(args: argparse.Namespace, envelope: dict[str, Any]) -> int:
+def _job_route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    """``run``/``jobs``/``runs``: the job runner's routes (PROTOCOL.md)."""
+    if args.cmd == "jobs":
+        return "GET", "/v1/jobs", None
+    job = urllib.parse.quote(args.job, safe="")
+    if args.cmd == "runs":
+        return "GET", f"/v1/jobs/{job}/runs?limit={args.limit}", None
+    body: dict[str, Any] = {"dry_run": args.dry_run, "wait": not args.no_wait,
+                            "trigger": args.trigger or _trigger()}
+    if args.mode:
+        body["mode"] = args.mode
+    return "POST", f"/v1/jobs/{job}/run", body
+
+
+def _container_route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    """``containers``/``logs``/``restart``/``restart-unhealthy`` (PROTOCOL.md)."""
+    if args.cmd == "containers":
+        query = {"filter": args.filter, **({"stack": args.stack} if args.stack else {})}
+        return "GET", "/v1/containers?" + urllib.parse.urlencode(query), None
+    if args.cmd == "restart-unhealthy":
+        return "POST", "/v1/containers/restart-unhealthy", None
+    name = urllib.parse.quote(args.name, safe="")
+    if args.cmd == "logs":
+        return "GET", f"/v1/containers/{name}/logs?tail={args.tail}", None
+    return "POST", f"/v1/containers/{name}/restart", None
+
+
+def _trigger() -> str:
+    """``timer`` when started by systemd (a unit's ``INVOCATION_ID``, no terminal), else ``cli``."""
+    return "timer" if os.environ.get("INVOCATION_ID") and not sys.stdin.isatty() else "cli"
+
+
+def _run_exit(data: dict[str, Any]) -> int:
+    """``run``: 0 ok (or started with --no-wait), 1 partial, 2 failed or skipped."""
+    return {"ok": EXIT_OK, "running": EXIT_OK, "partial": EXIT_WARN}.get(
+        data.get("status", ""), EXIT_CRIT)
+
+
+def _exit_status(args: argparse.Namespace, method: str, envelope: dict[str, Any]) -> int:
     if not envelope.get("ok"):
-        return EXIT_CRIT
+        return EXIT_UNKNOWN if method == "GET" else EXIT_CRIT
+    if args.cmd == "run":
+        return _run_exit(envelope["data"])
     if args.cmd == "health":
         return _STATUS_EXIT.get(envelope["data"].get("status"), EXIT_UNKNOWN)
+    if args.cmd == "io":
+        return max((_STATUS_EXIT.get(r.get("level"), EXIT_UNKNOWN) for r in envelope["data"]),
+                   default=EXIT_OK)
     return EXIT_OK
 
 
@@ -97,33 +150,89 @@ def _print(args: argparse.Namespace, envelope: dict[str, Any]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vm-agentctl", description="Query and drive vm-agent.",
-                                epilog="exit status: 0 OK, 1 WARN, 2 CRIT or refused, "
-                                       "3 agent unreachable")
+    p = _Parser(prog="vm-agentctl", description="Query and drive vm-agent.",
+                epilog="exit status: 0 OK, 1 WARN, 2 CRIT (or a change refused/failed), "
+                       "3 UNKNOWN (agent unreachable, a query refused, bad usage)")
     p.add_argument("--socket", default=os.environ.get("VMAGENT_SOCKET", DEFAULT_SOCKET),
                    help=f"agent socket (default $VMAGENT_SOCKET or {DEFAULT_SOCKET})")
     p.add_argument("--json", action="store_true", help="print the reply's data as JSON")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait (default 30; 6 h for run)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     sub.add_parser("health", help="the host sample; exit 0/1/2 for OK/WARN/CRIT")
     sub.add_parser("version", help="agent version, uptime and config digest")
     hold = sub.add_parser("hold", help="show the maintenance hold, or set it with a reason")
     hold.add_argument("reason", nargs="*", help="why destructive jobs are paused")
     sub.add_parser("unhold", help="lift the maintenance hold")
+    sub.add_parser("io", help="per-container disk writes (bytes/s, projected per day), worst "
+                   "first; exit 0/1/2 for the worst OK/WARN/CRIT")
+    _job_parsers(sub)
+    _container_parsers(sub)
     return p
+
+
+def _container_parsers(sub: Any) -> None:
+    ls = sub.add_parser("containers", help="containers: state, health, memory, watchdog status")
+    ls.add_argument("--filter", choices=("all", "unhealthy", "no-memory-limit"), default="all")
+    ls.add_argument("--stack", help="only this compose project")
+    logs = sub.add_parser("logs", help="last log lines of a container (stdout and stderr)")
+    logs.add_argument("name", help="container name")
+    logs.add_argument("--tail", type=int, default=50, help="how many lines (1-500, default 50)")
+    restart = sub.add_parser("restart", help="restart one container (403 protected, 423 hold, "
+                             "429 over its restart budget)")
+    restart.add_argument("name", help="container name")
+    sub.add_parser("restart-unhealthy", help="restart every unhealthy, unprotected container")
+
+
+def _job_parsers(sub: Any) -> None:
+    run = sub.add_parser("run", help="run a job; exit 0 ok, 1 partial, 2 failed or refused")
+    run.add_argument("job", help="job name (see: vm-agentctl jobs)")
+    run.add_argument("--mode", help="job mode (default: the job's default mode)")
+    run.add_argument("--dry-run", action="store_true", help="report what would be freed; "
+                     "change nothing")
+    run.add_argument("--no-wait", action="store_true", help="return the run id at once")
+    run.add_argument("--trigger", choices=("cli", "timer"),
+                     help="recorded trigger (default: timer under systemd, else cli)")
+    sub.add_parser("jobs", help="jobs with schedule, next run and last run")
+    runs = sub.add_parser("runs", help="recent run records of one job, newest first")
+    runs.add_argument("job", help="job name")
+    runs.add_argument("--limit", type=int, default=30, help="how many (1-500, default 30)")
+
+
+def _timeout(args: argparse.Namespace) -> float:
+    """``--timeout``, else 30 s; a waited-for ``run`` gets RUN_TIMEOUT_S (jobs take minutes)."""
+    if args.timeout is not None:
+        return float(args.timeout)
+    return RUN_TIMEOUT_S if args.cmd == "run" and not args.no_wait else 30.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 3 (UNKNOWN), not argparse's 2, which would read as CRIT."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_UNKNOWN, f"{self.prog}: error: {message}\n")
+
+
+def _json_first(argv: list[str]) -> list[str]:
+    """Accept ``--json`` after the command too (``vm-agentctl health --json``)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--json" in argv[1:end]:
+        argv = ["--json", *(a for i, a in enumerate(argv) if not (a == "--json" and i < end))]
+    return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vm-agentctl``; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_json_first(sys.argv[1:] if argv is None else list(argv)))
     method, path, body = _route(args)
     try:
-        _status, envelope = call(args.socket, method, path, body, timeout_s=args.timeout)
+        _status, envelope = call(args.socket, method, path, body, timeout_s=_timeout(args))
     except Unreachable as exc:
         print(f"vm-agentctl: UNKNOWN: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN
     _print(args, envelope)
-    return _exit_status(args, envelope)
+    return _exit_status(args, method, envelope)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from agent import containersfmt, jobsfmt
+
 
 def human_bytes(n: float | None) -> str:
     """Bytes as decimal units, as Docker and ``df -H`` print them: ``1.5 GB``, ``200 MB``."""
@@ -42,6 +44,10 @@ def _health(d: dict[str, Any]) -> str:
         rows.append([f"disk {disk['mount']}", f"{disk['used_percent']:.1f} % used, "
                      f"{human_bytes(disk['free_bytes'])} free",
                      lv.get(f"disk_used_percent:{disk['mount']}", "")])
+    sampled = {f"disk_used_percent:{disk['mount']}" for disk in d["disks"]}
+    for key in sorted(k for k in lv if k.startswith("disk_used_percent:") and k not in sampled):
+        rows.append([f"disk {key.partition(':')[2]}", "not sampled (missing or hung mount)",
+                     lv[key]])
     docker_level = lv.get("unhealthy_containers" if dk["available"] else "docker_available", "")
     rows.append(["docker", _docker_line(dk), docker_level])
     head = f"{d['status']}  sampled {d['sampled_at']} (steal/iowait over {cpu['window_s']} s)"
@@ -60,19 +66,35 @@ def _docker_line(dk: dict[str, Any]) -> str:
 def _hold(d: dict[str, Any]) -> str:
     if not d.get("active"):
         return "no hold: destructive jobs may run"
-    return f"HOLD active since {d.get('since')} by {d.get('by')}: {d.get('reason')}"
+    since, by = d.get("since") or "an unknown time", d.get("by") or "unknown"
+    return f"HOLD active since {since} by {by}: {d.get('reason')}"
 
 
 def _mapping(d: dict[str, Any]) -> str:
     return table([[k, str(v)] for k, v in d.items()], ["field", "value"])
 
 
-RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+def _io(rows: list[dict[str, Any]]) -> str:
+    """``vm-agentctl io``: one line per container, worst first (as the agent sorts them)."""
+    if not rows:
+        return "no container write rates yet (a container is listed from its second sample)"
+    return table([[r["name"], f"{human_bytes(r['write_bytes_per_s'])}/s",
+                   f"{human_bytes(r['projected_bytes_per_day'])}/day", r["level"]]
+                  for r in rows], ["container", "writes", "projected", "level"])
+
+
+RENDERERS: dict[str, Callable[[Any], str]] = {
     "health": _health, "hold": _hold, "unhold": _hold, "version": _mapping,
+    "run": jobsfmt.run_record, "jobs": jobsfmt.jobs, "runs": jobsfmt.runs,
+    "io": _io,
+    "containers": containersfmt.containers, "logs": containersfmt.logs,
+    "restart": containersfmt.restart, "restart-unhealthy": containersfmt.restart_unhealthy,
 }
 
 
 def render(cmd: str, data: Any) -> str:
     """The text ``vm-agentctl CMD`` prints for ``data``."""
-    renderer = RENDERERS.get(cmd, _mapping)
-    return renderer(data) if isinstance(data, dict) else str(data)
+    renderer: Callable[[Any], str] = RENDERERS.get(cmd, _mapping)
+    if isinstance(data, dict) or (isinstance(data, list) and cmd in RENDERERS):
+        return renderer(data)
+    return str(data)

@@ -33,6 +33,7 @@ from agent.audit import Auditor
 from agent.config import Config
 from agent.configload import config_digest, effective_config, load_config
 from agent.containers.engine import DockerEngine
+from agent.containers.events import build_watchdog_service
 from agent.containers.iorate import DockerLister, IoSampler
 from agent.errors import ConfigError
 from agent.hold import HoldStore
@@ -49,6 +50,9 @@ from agent.systemd import ListenFdsError, Notifier, watchdog_loop
 log = logging.getLogger("vm-agent")
 
 EX_OK, EX_UNAVAILABLE, EX_CONFIG = 0, 69, 78  # sysexits.h
+DEFAULT_CONFIG = "/etc/vm-agent/vm-agent.yaml"
+# After the drain (server.shutdown_timeout_s), what is still running gets this long.
+_CLEANUP_GRACE_S = 1.0
 
 
 def _setup_logging(writer: JournalWriter, *, verbose: bool) -> None:
@@ -95,10 +99,11 @@ class Daemon:
         await self._attach_jobs(services, state.auditor)
         runner = web.AppRunner(make_app(COMMANDS, state), access_log=None,
                                handle_signals=False,
-                               shutdown_timeout=self.cfg.server.shutdown_timeout_s)
+                               shutdown_timeout=_CLEANUP_GRACE_S)
         await runner.setup()
         await self.sampler.start()
         await self._start_io(services)
+        await self._start_containers(services, state.auditor)
         site = GuardedUnixSite(runner, sock, guard)
         await site.start()
         self._install_signals()
@@ -127,6 +132,15 @@ class Daemon:
             cgroup_root=self.cfg.docker.cgroup_root, proc_root=self.cfg.sampling.proc_root,
             emit=None if alerts is None else (lambda event: asyncio.to_thread(alerts.emit, event)))
         await services.io.start()
+
+    async def _start_containers(self, services: Services, auditor: Auditor) -> None:
+        """Start the container watchdog (event stream, rechecks, backstop pass)."""
+        if services.store is None or services.alerts is None:
+            return
+        services.watchdog = build_watchdog_service(
+            self.cfg, self.docker, store=services.store, alerts=services.alerts,
+            auditor=auditor, hold=services.hold)
+        await services.watchdog.start()
 
     async def _close_jobs(self, services: Services) -> None:
         """Give running jobs their grace period, then cancel them (recorded as interrupted)."""
@@ -162,6 +176,8 @@ class Daemon:
         await self.sampler.stop()
         if state.services.io is not None:
             await state.services.io.stop()
+        if state.services.watchdog is not None:
+            await state.services.watchdog.stop()
         self.docker.close()
         if pinger is not None:
             pinger.cancel()
@@ -178,6 +194,7 @@ def _sock_name(sock: socket.socket) -> str:
 def _serve(args: argparse.Namespace) -> int:
     writer = JournalWriter()
     _setup_logging(writer, verbose=args.verbose)
+    args.config = _config_path(args.config)
     try:
         cfg = _with_overrides(load_config(args.config), args)
     except ConfigError as exc:
@@ -198,7 +215,18 @@ def _serve(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _config_path(given: str | None) -> str | None:
+    """``--config``, else DEFAULT_CONFIG when it exists, else None (built-in defaults)."""
+    if given is not None:
+        return given
+    if os.path.exists(DEFAULT_CONFIG):
+        return DEFAULT_CONFIG
+    log.warning("no --config and no %s: using built-in defaults", DEFAULT_CONFIG)
+    return None
+
+
 def _check_config(args: argparse.Namespace) -> int:
+    args.config = _config_path(args.config)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -209,17 +237,20 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vm-agent", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="vm-agent", description="The vm-agent daemon: host "
+                                "sampling, maintenance jobs and an allow-listed JSON protocol "
+                                "on a Unix socket. Operators use vm-agentctl.")
     p.add_argument("--version", action="version", version=f"vm-agent {agent.__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="run the agent (under systemd, or by hand)")
-    serve.add_argument("--config", help="YAML config; FILE's conf.d/*.yaml is merged over it")
+    serve.add_argument("--config", help=f"YAML config (default {DEFAULT_CONFIG} when it exists, "
+                       "else built-in defaults); FILE's conf.d/*.yaml is merged over it")
     serve.add_argument("--socket", help="bind this Unix socket (ignored when socket-activated)")
     serve.add_argument("--state-dir", help="override state_dir (hold, run history)")
     serve.add_argument("--run-dir", help="override run_dir (job locks)")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     check = sub.add_parser("check-config", help="validate a config; print the effective one")
-    check.add_argument("--config", help="YAML config to check")
+    check.add_argument("--config", help=f"YAML config to check (default {DEFAULT_CONFIG})")
     return p
 
 

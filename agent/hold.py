@@ -59,9 +59,8 @@ class HoldStore:
                     by=raw.get("by"))
 
     def set(self, reason: str, by: str) -> Hold:
-        """Activate (or update the reason of) the hold; keeps the first ``since``."""
-        current = self.get()
-        since = current.since if current.active and current.since else utc_now()
+        """Activate the hold, or replace one (``since`` and ``by`` become the new setter's)."""
+        since = utc_now()
         hold = Hold(active=True, reason=reason, since=since, by=by)
         self._write({"reason": reason, "since": since, "by": by})
         return hold

@@ -59,7 +59,7 @@ def bind_unix(path: str, *, mode: int = 0o660, group: str | None = "vm-agent") -
     Raises SocketInUse when a live socket or a non-socket is at ``path``;
     OSError for other failures (no permission, path too long).
     """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(mode=0o750, parents=True, exist_ok=True)  # PROTOCOL.md: 0750
     _clear_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
 
@@ -121,8 +122,12 @@ class Notifier:
     never waits on systemd.
     """
 
+    #: seconds between warnings about the same failure (WATCHDOG=1 may fail every few seconds)
+    REPEAT_WARNING_S = 300.0
+
     def __init__(self) -> None:
         self._notifier: Any = None
+        self._last_failure: tuple[str, float] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -157,10 +162,22 @@ class Notifier:
             self._connected().notify(state)
         except Exception as exc:  # sdnotify(debug=True) re-raises whatever failed
             self._notifier = None
-            log.warning("sd_notify %r to %s failed: %s", state.split("\n", 1)[0],
-                        os.environ.get("NOTIFY_SOCKET"), exc)
+            self._warn(state.split("\n", 1)[0], exc)
             return False
+        if self._last_failure is not None:
+            log.info("sd_notify works again")
+            self._last_failure = None
         return True
+
+    def _warn(self, state: str, exc: Exception) -> None:
+        """Log a failure; the same failure again is logged once per REPEAT_WARNING_S."""
+        now, key = time.monotonic(), f"{type(exc).__name__}: {exc}"
+        if self._last_failure and self._last_failure[0] == key \
+                and now - self._last_failure[1] < self.REPEAT_WARNING_S:
+            return
+        self._last_failure = (key, now)
+        log.warning("sd_notify %r to %s failed: %s (repeats are logged every %.0f s)", state,
+                    os.environ.get("NOTIFY_SOCKET"), key, self.REPEAT_WARNING_S)
 
     def _connected(self) -> Any:
         if self._notifier is None:

@@ -5,7 +5,8 @@ string and the JSON body are merged into one mapping and checked against it:
 unknown fields, wrong types and out-of-range values raise
 :class:`agent.errors.BadRequest` naming the field; nothing reaches a handler
 unchecked.  Field metadata: ``min``/``max`` (inclusive, numbers),
-``max_len`` (strings), ``pattern`` (a full-match regex, strings), ``choices``.
+``max_len`` (strings), ``pattern`` (a full-match regex, strings) with an
+optional ``hint`` (the rule in words, for the error message), ``choices``.
 Query strings carry strings only: ``"true"``/``"false"`` become booleans,
 decimal digits integers.
 """
@@ -31,6 +32,13 @@ class NoParams:
     """A command that takes no parameters."""
 
 
+#: One line of printable text, not blank: no C0/C1 control characters, DEL,
+#: line/paragraph separators or bidirectional overrides (they would rewrite a
+#: terminal or a log line when shown).
+ONE_LINE_TEXT = (r"(?=.*\S)[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
+ONE_LINE_HINT = "be one line of printable text, not blank"
+
+
 def param(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
     """A parameter field; ``meta`` holds the bounds listed in the module docstring."""
     return dataclasses.field(default=default, metadata=meta)
@@ -46,7 +54,7 @@ def parse_params(cls: type[P], raw: Mapping[str, Any], *, query_keys: frozenset[
     for key in raw:
         if key not in fields:
             allowed = ", ".join(sorted(fields)) or "none"
-            raise BadRequest(key, f"unknown parameter {key!r}; allowed: {allowed}")
+            raise BadRequest(key[:64], f"unknown parameter {key[:64]!r}; allowed: {allowed}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
@@ -118,4 +126,5 @@ def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
     if "max_len" in meta and len(value) > meta["max_len"]:
         raise BadRequest(name, f"{name} is longer than {meta['max_len']} characters")
     if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
-        raise BadRequest(name, f"{name} {value!r} does not match {meta['pattern']}")
+        hint = meta.get("hint") or f"match {meta['pattern']}"
+        raise BadRequest(name, f"{name} must {hint}, got {value[:64]!r}")

@@ -1,8 +1,10 @@
 """The protocol server: the registry as routes, one middleware for everything else.
 
-Per request, in this order (PROTOCOL.md): match the route against the
-registry (404/405 otherwise, before anything is read); identify the peer
-(``SO_PEERCRED``) and its role (403 when the role may not run the command);
+Per request, in this order (PROTOCOL.md): identify the peer
+(``SO_PEERCRED``) and its role (a peer in no role gets 403 for everything,
+unknown routes included, so it cannot map the API); match the route against
+the registry (404/405 otherwise, before anything is read); 403 when the role
+may not run the command;
 read the body within the size limit (413) and the client timeout; parse and
 validate parameters (400 naming the field); run the handler; wrap the result
 in the envelope.  Every outcome is audited once.  Errors are translated to
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from agent.api.access import AccessPolicy, Peer, Role, may_run
@@ -36,7 +39,6 @@ from agent.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    UpstreamTimeout,
 )
 
 log = logging.getLogger("vm-agent")
@@ -63,6 +65,7 @@ class InFlight:
 
     def __init__(self) -> None:
         self.count = 0
+        self.draining = False  # set when the daemon stops: replies close their connection
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -77,6 +80,7 @@ class InFlight:
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait until no request is in flight; False when ``timeout_s`` passed first."""
+        self.draining = True
         try:
             async with asyncio.timeout(timeout_s):
                 await self._idle.wait()
@@ -99,12 +103,30 @@ def envelope_ok(data: Any, request_id: str) -> web.Response:
 
 
 def envelope_error(err: AgentError, request_id: str) -> web.Response:
-    return _json(err.http_status, {"ok": False, "error": err.to_wire(), "request_id": request_id})
+    resp = _json(err.http_status, {"ok": False, "error": err.to_wire(),
+                                   "request_id": request_id})
+    if isinstance(err, MethodNotAllowed):
+        resp.headers["Allow"] = ", ".join(err.details.get("allowed", ()))
+    return resp
 
 
 def _json(status: int, payload: dict[str, Any]) -> web.Response:
     body = json.dumps(payload, separators=(",", ":"), default=str)
-    return web.Response(status=status, text=body, content_type="application/json")
+    return web.Response(status=status, text=body, content_type="application/json",
+                        headers={"Server": "vm-agent"})
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was complete."""
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise BadRequest(key[:64], f"{key[:64]!r} appears twice in the JSON body")
+        seen[key] = value
+    return seen
 
 
 def _request_id(request: web.Request) -> str:
@@ -134,15 +156,18 @@ async def _read_body(request: web.Request, timeout_s: float) -> dict[str, Any]:
         async with asyncio.timeout(timeout_s):
             raw = await request.read()
     except TimeoutError:
-        raise UpstreamTimeout("client", f"request body not received within {timeout_s} s")\
-            from None
+        raise BadRequest("body", f"request body not received within {timeout_s} s") from None
+    except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+        raise ClientGone(str(exc)) from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"request body over {MAX_BODY_BYTES} bytes",
                               {"limit_bytes": MAX_BODY_BYTES}) from None
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_reject_duplicates)
+    except BadRequest:
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("body", f"malformed JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -166,13 +191,18 @@ def _merge(request: web.Request, body: dict[str, Any]) -> tuple[dict[str, Any], 
 
 
 async def _run(request: web.Request, st: ServerState, out: _Outcome, rid: str) -> web.Response:
-    if request.match_info.http_exception is not None:
-        raise _http_error(request.match_info.http_exception, request)
-    cmd = _command_of(request)
-    out.command = cmd.name
     conn = st.guard.connection_of(request)
     out.peer = conn.peer if conn is not None and conn.peer is not None else _NO_PEER
     out.role = st.policy.role_of(out.peer) if out.peer is not _NO_PEER else "none"
+    if out.role == "none":
+        out.args = {"method": request.method, "path": request.path[:256]}
+        raise Forbidden("this peer has no role on this agent (see access in the config)",
+                        {"role": "none"})
+    if request.match_info.http_exception is not None:
+        out.args = {"method": request.method, "path": request.path[:256]}
+        raise _http_error(request.match_info.http_exception, request)
+    cmd = _command_of(request)
+    out.command = cmd.name
     if not may_run(out.role, cmd.role):
         raise Forbidden(f"role {out.role!r} may not run {cmd.name} (needs {cmd.role})",
                         {"role": out.role, "needs": cmd.role})
@@ -201,20 +231,37 @@ async def _middleware(request: web.Request,
         conn.disarm()
     st.inflight.enter()
     try:
-        return await _run(request, st, out, rid)
-    except AgentError as err:
-        out.result = err.code
-        return envelope_error(err, rid)
-    except Exception:
-        out.result = "internal"
-        log.exception("internal error in %s (request %s)", out.command, rid)
-        return envelope_error(Internal("internal error; see the agent's journal",
-                                       {"request_id": rid}), rid)
+        resp = await _answer(request, st, out, rid)
+        if st.inflight.draining:
+            resp.force_close()  # stopping: no further request on this connection
+        return resp
     finally:
         st.inflight.leave()
         _audit(st, out, rid, started)
         if conn is not None:
             conn.arm()
+
+
+async def _answer(request: web.Request, st: ServerState, out: _Outcome,
+                  rid: str) -> web.Response:
+    """The envelope for one request; every exception becomes an error envelope."""
+    try:
+        return await _run(request, st, out, rid)
+    except AgentError as err:
+        out.result = err.code
+        resp = envelope_error(err, rid)
+        if err.code in ("bad_request", "payload_too_large"):
+            resp.force_close()  # the rest of a refused body must not be read as a request
+        return resp
+    except ClientGone as exc:
+        out.result = "client_disconnected"  # audit only: nobody is left to answer
+        log.info("client went away during request %s: %s", rid, exc)
+        raise web.HTTPBadRequest() from None
+    except Exception:
+        out.result = "internal"
+        log.exception("internal error in %s (request %s)", out.command, rid)
+        return envelope_error(Internal("internal error; see the agent's journal",
+                                       {"request_id": rid}), rid)
 
 
 def _audit(st: ServerState, out: _Outcome, rid: str, started: float) -> None:
@@ -225,7 +272,9 @@ def _audit(st: ServerState, out: _Outcome, rid: str, started: float) -> None:
 
 
 def _audit_refused(state: ServerState, peer: Peer | None, request_id: str) -> None:
-    out = _Outcome(command="connection", peer=peer or _NO_PEER, result="rate_limited")
+    role: Role = state.policy.role_of(peer) if peer is not None else "none"
+    out = _Outcome(command="connection", peer=peer or _NO_PEER, role=role,
+                   result="rate_limited")
     _audit(state, out, request_id, time.monotonic())
 
 

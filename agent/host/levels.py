@@ -52,10 +52,15 @@ def disk_levels(disks: Iterable[DiskSample], threshold: Threshold,
     return result
 
 
+def _level(name: str) -> Level:
+    return "CRIT" if name == "CRIT" else "WARN" if name == "WARN" else "OK"
+
+
 def docker_levels(docker: DockerSummary, thresholds: ThresholdsConfig) -> dict[str, Level]:
-    """``docker_available`` (WARN when Docker is unavailable) and ``unhealthy_containers``."""
+    """``docker_available`` (``thresholds.docker_unavailable`` when Docker is unavailable,
+    WARN by default) and ``unhealthy_containers``."""
     return {
-        "docker_available": "OK" if docker.available else "WARN",
+        "docker_available": "OK" if docker.available else _level(thresholds.docker_unavailable),
         "unhealthy_containers": higher_is_worse(docker.unhealthy,
                                                 thresholds.unhealthy_containers),
     }

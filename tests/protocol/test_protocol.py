@@ -104,7 +104,8 @@ async def test_viewer_may_read(agent_server: Agent) -> None:
 
 async def test_peer_in_no_role_is_403_for_everything(agent_server: Agent) -> None:
     require_root()
-    for method, path in (("GET", "/v1/health"), ("GET", "/v1/version"), ("DELETE", "/v1/hold")):
+    for method, path in (("GET", "/v1/health"), ("GET", "/v1/version"), ("DELETE", "/v1/hold"),
+                         ("GET", "/v1/secret-probe"), ("PATCH", "/v1/hold")):
         status, env = await request_as(NOBODY_ROLE_UID, agent_server, method, path)
         assert_error(status, env, 403, "forbidden")
         entry = one_audit(agent_server, env["request_id"])
@@ -158,7 +159,9 @@ async def test_hold_set_get_clear_and_survives_restart(short_tmp: Path) -> None:
 @pytest.mark.parametrize("body,field", [
     (b'{"reason": ""}', "reason"), (b'{"reason": "   "}', "reason"),
     (b'{"reason": "a\\nb"}', "reason"), (b'{"reason": 5}', "reason"), (b"{}", "reason"),
-    (b'{"reason": null}', "reason"),
+    (b'{"reason": null}', "reason"), (b'{"reason": "x \\u001b[2J"}', "reason"),
+    (b'{"reason": "\\u0000"}', "reason"), (b'{"reason": "del\\u007f"}', "reason"),
+    (b'{"reason": "csi \\u009b"}', "reason"), (b'{"reason": "rtl \\u202e"}', "reason"),
 ])
 async def test_hold_reason_is_validated(agent_server: Agent, body: bytes, field: str) -> None:
     status, env = await request(agent_server, "PUT", "/v1/hold", body)
@@ -243,6 +246,9 @@ async def test_slow_client_is_cut_off(short_tmp: Path) -> None:
         await sampler.stop()
 
 
+PATH_SAMPLES = {"job": "selftest", "id": "1"}  # route {placeholders} -> a real target
+
+
 def _sample_params(name: str) -> tuple[bytes, str]:
     return {"hold.set": (b'{"reason": "registry walk"}', "")}.get(name, (b"", ""))
 
@@ -250,7 +256,10 @@ def _sample_params(name: str) -> tuple[bytes, str]:
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: c.name)
 async def test_every_registered_command_answers(agent_server: Agent, cmd: Any) -> None:
     body, query = _sample_params(cmd.name)
-    status, env = await request(agent_server, cmd.method, cmd.route + query, body)
+    if cmd.name == "runs.get":  # run 1 must exist
+        await request(agent_server, "POST", "/v1/jobs/selftest/run", b'{"dry_run": true}')
+    route = re.sub(r"\{(\w+)\}", lambda m: PATH_SAMPLES.get(m[1], m[0]), cmd.route)
+    status, env = await request(agent_server, cmd.method, route + query, body)
     assert status == 200, env
     assert env["ok"] is True
     assert one_audit(agent_server, env["request_id"])["VMAGENT_COMMAND"] == cmd.name
@@ -290,3 +299,60 @@ def test_registry_matches_protocol_md() -> None:
         key = (cmd.method, openapi_path(cmd.route))
         assert key in documented, f"{key} is not in PROTOCOL.md"
         assert documented[key] == cmd.role, key
+
+
+async def test_405_carries_an_allow_header(agent_server: Agent) -> None:
+    raw = await asyncio.to_thread(_raw_bytes, agent_server.socket_path,
+                                  b"PATCH /v1/hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                  b"Content-Length: 0\r\n\r\n")
+    head = raw.partition(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 405")
+    assert "Allow: DELETE, GET, PUT" in head
+
+
+def _raw_bytes(path: str, data: bytes, *, shut: bool = False) -> bytes:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+async def test_duplicate_json_keys_are_refused(agent_server: Agent) -> None:
+    status, env = await request(agent_server, "PUT", "/v1/hold",
+                                b'{"reason": "a", "reason": "b"}')
+    assert_error(status, env, 400, "bad_request")
+    assert env["error"]["details"]["field"] == "reason"
+    assert HoldStore(agent_server.state_dir).get().active is False
+
+
+async def test_client_gone_mid_body_is_not_internal(agent_server: Agent,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    data = b"PUT /v1/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"reason\":"
+    await asyncio.to_thread(_raw_bytes, agent_server.socket_path, data, shut=True)
+    for _ in range(50):
+        if agent_server.audit_entries():
+            break
+        await asyncio.sleep(0.05)
+    results = [e["VMAGENT_RESULT"] for e in agent_server.audit_entries()]
+    assert results == ["client_disconnected"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert HoldStore(agent_server.state_dir).get().active is False
+
+
+async def test_slow_body_is_a_bad_request_naming_the_body(short_tmp: Path) -> None:
+    agent, runner, sampler = await start_agent(short_tmp, client_timeout_s=0.5)
+    try:
+        data = b"PUT /v1/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"reason\":"
+        raw = await asyncio.to_thread(_raw_bytes, agent.socket_path, data)
+        env = json.loads(raw.partition(b"\r\n\r\n")[2])
+        assert raw.startswith(b"HTTP/1.1 400")
+        assert env["error"]["details"]["field"] == "body"
+    finally:
+        await runner.cleanup()
+        await sampler.stop()

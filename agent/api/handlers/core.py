@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import agent
-from agent.api.params import NoParams, param
+from agent.api.params import ONE_LINE_HINT, ONE_LINE_TEXT, NoParams, param
 from agent.api.registry import Call
 
 
@@ -48,7 +48,7 @@ async def hold_get(call: Call[NoParams]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class HoldParams:
-    reason: str = param(max_len=500, pattern=r"[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*")
+    reason: str = param(max_len=500, pattern=ONE_LINE_TEXT, hint=ONE_LINE_HINT)
 
 
 async def hold_set(call: Call[HoldParams]) -> dict[str, Any]:
