@@ -237,3 +237,51 @@ def test_hold_via_ctl_round_trip(tmp: Path) -> None:
         assert "no hold" in ctl(tmp, "hold").stdout
     finally:
         assert stop(proc) == 0
+
+
+def test_ctl_usage_error_is_unknown_and_json_goes_anywhere(tmp: Path) -> None:
+    assert ctl(tmp, "no-such-command").returncode == 3
+    proc = spawn(tmp)
+    try:
+        wait_socket(tmp / "agent.sock", proc)
+        after = ctl(tmp, "version", "--json")
+        assert after.returncode == 0
+        assert json.loads(after.stdout)["socket_activated"] is False
+    finally:
+        assert stop(proc) == 0
+
+
+def test_ctl_query_refused_is_unknown_not_crit(tmp: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the client as another uid")
+    cfg = write_config(tmp)
+    proc = subprocess.Popen([AGENT, "serve", "--config", str(cfg), "--socket",
+                             str(tmp / "agent.sock")], stderr=subprocess.PIPE)
+    try:
+        wait_socket(tmp / "agent.sock", proc)
+        os.chmod(tmp / "agent.sock", 0o666)  # reachable, but uid 65534 has no role
+        result = subprocess.run(
+            ["/usr/bin/python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+             "from agent.cli import main; sys.exit(main(sys.argv[2:]))",
+             str(Path(__file__).resolve().parents[2]), "--socket", str(tmp / "agent.sock"),
+             "health"], capture_output=True, text=True, user=65534, group=65534,
+            extra_groups=[], cwd="/", timeout=30, env={"PYTHONPATH": _site_packages()})
+        assert result.returncode == 3, result.stderr
+        assert "forbidden" in result.stderr
+    finally:
+        assert stop(proc) == 0
+
+
+def test_sigterm_is_bounded_by_shutdown_timeout(tmp: Path) -> None:
+    cfg = write_config(tmp, "server:\n  shutdown_timeout_s: 1\n  client_timeout_s: 30\n")
+    proc = subprocess.Popen([AGENT, "serve", "--config", str(cfg), "--socket",
+                             str(tmp / "agent.sock")], stderr=subprocess.PIPE)
+    wait_socket(tmp / "agent.sock", proc)
+    with socket.socket(socket.AF_UNIX) as s:  # a request whose body never comes
+        s.connect(str(tmp / "agent.sock"))
+        s.sendall(b"PUT /v1/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{")
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert time.monotonic() - started < 4  # 1 s drain + 1 s grace + start-up slack
