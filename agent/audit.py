@@ -69,6 +69,8 @@ def redact(value: Any) -> Any:
 
 def args_json(args: Mapping[str, Any]) -> str:
     """``args`` redacted, as compact JSON with sorted keys; odd values via ``str()``."""
+    if not args:
+        return "{}"
     return json.dumps(redact(args), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False, default=str)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -59,6 +60,7 @@ class Outcome(enum.Enum):
     DROPPED = "dropped"      # journal busy or broken (EAGAIN, EPERM, ...); lost
 
 
+@functools.lru_cache(maxsize=1024)  # the same dozen names on every request
 def check_field_name(name: str) -> str:
     """Return ``name`` if journald accepts it as a client field name.
 

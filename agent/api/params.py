@@ -14,6 +14,7 @@ decimal digits integers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -44,18 +45,25 @@ def param(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
     return dataclasses.field(default=default, metadata=meta)
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def parse_params(cls: type[P], raw: Mapping[str, Any], *, query_keys: frozenset[str]) -> P:
     """Build ``cls`` from ``raw``; ``query_keys`` came from the query string (strings).
 
     Raises BadRequest(field=...) for an unknown field, a missing required
     field, a wrong type or a value out of range.
     """
+    if not raw and cls is NoParams:
+        return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in raw:
         if key not in fields:
             allowed = ", ".join(sorted(fields)) or "none"
             raise BadRequest(key[:64], f"unknown parameter {key[:64]!r}; allowed: {allowed}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(typing.cast(type, cls))
     values = {}
     for name, f in fields.items():
         if name in raw:

@@ -31,6 +31,10 @@ class Call(Generic[P]):
 Handler = Callable[[Call[Any]], Awaitable[Any]]
 
 
+class RawJSON(str):
+    """A handler's reply that is already encoded JSON; the envelope splices it in as is."""
+
+
 @dataclass(frozen=True)
 class Command:
     """One allowed command.

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +28,7 @@ from aiohttp import web
 
 from agent.api.access import AccessPolicy, Peer, Role, may_run
 from agent.api.params import parse_params
-from agent.api.registry import Call, Command
+from agent.api.registry import Call, Command, RawJSON
 from agent.api.transport import ConnectionGuard
 from agent.audit import AuditEvent, Auditor
 from agent.errors import (
@@ -99,6 +99,10 @@ class ServerState:
 
 
 def envelope_ok(data: Any, request_id: str) -> web.Response:
+    if isinstance(data, RawJSON):  # pre-encoded: splice it in rather than encode it again
+        body = f'{{"ok":true,"data":{data},"request_id":{json.dumps(request_id)}}}'
+        return web.Response(status=200, text=body, content_type="application/json",
+                            headers={"Server": "vm-agent"})
     return _json(200, {"ok": True, "data": data, "request_id": request_id})
 
 
@@ -133,7 +137,7 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and given.replace("-", "").isalnum():
         return given
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 def _http_error(exc: web.HTTPException, request: web.Request) -> AgentError:
@@ -149,6 +153,8 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> AgentError:
 
 
 async def _read_body(request: web.Request, timeout_s: float) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"request body over {MAX_BODY_BYTES} bytes",
                               {"limit_bytes": MAX_BODY_BYTES})

@@ -5,6 +5,8 @@ Units: bytes are ints, percentages floats 0-100, times RFC 3339 UTC strings.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -79,6 +81,11 @@ class HostSample:
         wire["disks"] = [asdict(d) for d in self.disks]
         wire["docker"]["unhealthy_names"] = list(self.docker.unhealthy_names)
         return wire
+
+    @functools.cached_property
+    def wire_json(self) -> str:
+        """:meth:`to_wire` as compact JSON, encoded once per sample (health is read often)."""
+        return json.dumps(self.to_wire(), separators=(",", ":"))
 
 
 def worst(levels: dict[str, Level]) -> Level:

@@ -8,7 +8,7 @@ from typing import Any
 
 import agent
 from agent.api.params import ONE_LINE_HINT, ONE_LINE_TEXT, NoParams, param
-from agent.api.registry import Call
+from agent.api.registry import Call, RawJSON
 
 
 async def version(call: Call[NoParams]) -> dict[str, Any]:
@@ -26,11 +26,10 @@ async def version(call: Call[NoParams]) -> dict[str, Any]:
     }
 
 
-async def health(call: Call[NoParams]) -> dict[str, Any]:
-    """The sampler's latest host sample (PROTOCOL.md "Host sample")."""
+async def health(call: Call[NoParams]) -> RawJSON:
+    """The sampler's latest host sample (PROTOCOL.md "Host sample"), encoded once per sample."""
     sample = await call.services.sampler.latest()
-    wire: dict[str, Any] = sample.to_wire()
-    return wire
+    return RawJSON(sample.wire_json)
 
 
 async def openapi(call: Call[NoParams]) -> dict[str, Any]:
