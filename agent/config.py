@@ -30,6 +30,7 @@ from typing import Any
 
 from agent.errors import ConfigError
 
+ABSOLUTE_PATH = r"/.*"  # settings that name a path must be absolute
 
 def _f(default: Any, help: str, **bounds: Any) -> Any:
     """A settings-table field: default, one-line help, optional bounds."""
@@ -50,7 +51,8 @@ def default_docker_host() -> str:
 @dataclass(frozen=True)
 class ServerConfig:
     socket: str = _f("/run/vm-agent/agent.sock",
-                     "Unix socket path when run by hand (under systemd the socket unit decides)")
+                     "Unix socket path when run by hand (under systemd the socket unit decides)",
+                     pattern=ABSOLUTE_PATH)
     socket_mode: int = _f(0o660, "mode of a socket the agent binds itself", min=0, max=0o777,
                           octal=True)
     max_connections: int = _f(64, "concurrent client connections; more are refused with 429",
@@ -85,8 +87,10 @@ class SamplingConfig:
     interval_s: float = _f(10.0, "seconds between background host samples", min=1, max=3600)
     cpu_window_s: float = _f(1.0, "window over which steal and iowait are measured "
                              "(two /proc/stat reads this far apart)", min=0.1, max=60)
-    disks: tuple[str, ...] = _f(("/",), "mount points whose usage is sampled")
-    proc_root: str = _f("/proc", "where procfs is mounted (tests point it at a temp tree)")
+    disks: tuple[str, ...] = _f(("/",), "mount points whose usage is sampled",
+                                pattern=ABSOLUTE_PATH)
+    proc_root: str = _f("/proc", "where procfs is mounted (tests point it at a temp tree)",
+                        pattern=ABSOLUTE_PATH)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,9 @@ class ThresholdsConfig:
     disk_used_percent: Threshold = _t(80, 90, "used / (used + available) per mount, percent")
     load1_per_core: Threshold = _t(1.5, 3.0, "1-minute load average divided by cores")
     unhealthy_containers: Threshold = _t(0, 5, "count of containers whose health is unhealthy")
+    docker_unavailable: str = _f("WARN", "level of docker_available when Docker cannot be "
+                                 "reached (OK on a host that runs no Docker)",
+                                 choices=("OK", "WARN", "CRIT"))
 
     @classmethod
     def lower_is_worse(cls, metric: str) -> bool:
@@ -129,8 +136,8 @@ class ThresholdsConfig:
     def validate(self) -> None:
         """Raise ``ConfigError`` unless each ``crit`` lies beyond its ``warn`` (worse side)."""
         for f in fields(self):
-            t: Threshold = getattr(self, f.name)
-            if t.warn is None or t.crit is None:
+            t = getattr(self, f.name)
+            if not isinstance(t, Threshold) or t.warn is None or t.crit is None:
                 continue
             lower = self.lower_is_worse(f.name)
             if (t.crit >= t.warn) if lower else (t.crit <= t.warn):
@@ -145,6 +152,178 @@ class DockerConfig:
                    "Docker endpoint; default DOCKER_HOST when set, else the standard socket",
                    pattern=r"(unix|tcp|ssh|npipe)://.+", env="DOCKER_HOST")
     timeout_s: float = _f(5.0, "timeout of one Docker API call, seconds", min=0.5, max=300)
+    cgroup_root: str = _f("/sys/fs/cgroup", "where the cgroup filesystem is mounted; container "
+                          "memory use is read there (v1 or v2), not from Docker's stats API")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """When each job runs: 5-field cron expressions (``man 5 crontab``) in ``timezone``.
+
+    Next runs follow Linux cron (agent/schedule.py): day-of-month and
+    day-of-week are OR-ed when both are restricted; across DST a fixed-time
+    job runs once (fall-back) and never zero times (spring-forward).  The
+    shipped systemd timers (systemd/vm-agent-*.timer) encode the defaults in
+    UTC; a changed expression needs the timer changed to match (a drop-in).
+    """
+
+    timezone: str = _f("UTC", "IANA time zone the expressions are read in (UTC, Europe/Berlin)")
+    cleanup_standard: str = _f("30 3 * * *", "cleanup, standard mode (daily 03:30)")
+    cleanup_weekly: str = _f("0 4 * * 0", "cleanup, weekly mode (Sunday 04:00)")
+    cleanup_monthly: str = _f("30 4 1 * *", "cleanup, monthly mode (the 1st, 04:30)")
+    watchdog: str = _f("*/10 * * * *", "container watchdog pass (every 10 minutes)")
+    backup_repair: str = _f("*/10 * * * *", "git backup repair (every 10 minutes)")
+    healthcheck: str = _f("0 7 * * *", "daily health alert (07:00)")
+    digest: str = _f("0 8 * * 1", "weekly digest (Monday 08:00)")
+    legacy_crontabs: tuple[str, ...] = _f(
+        ("/var/spool/cron/crontabs/root", "/etc/crontab"),
+        "crontabs searched for the legacy '# bytelyst-vm-maintenance' block shown by GET "
+        "/v1/jobs (a file named crontab or in cron.d is read in system format, with a user "
+        "field)")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` (key ``cleanup_weekly``, ``timezone``, ...) for a bad value."""
+        from agent.schedule import validate_schedule
+
+        validate_schedule(self)
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    keep_days: float = _f(90.0, "run records older than this many days are pruned", min=1,
+                          max=3650)
+    keep_runs: int = _f(500, "at most this many run records are kept per job", min=1,
+                        max=100000)
+    step_timeout_s: float = _f(3600.0, "a job step still running after this many seconds is "
+                               "abandoned and recorded as failed", min=1, max=86400)
+    disk_timeout_s: float = _f(10.0, "timeout of one disk-usage read before/after a run, "
+                               "seconds", min=0.1, max=300)
+    shutdown_grace_s: float = _f(5.0, "on SIGTERM, seconds a running job gets before it is "
+                                 "cancelled and recorded as failed/interrupted", min=0, max=300)
+    schedule: ScheduleConfig = _sub(ScheduleConfig, "when each job runs (cron expressions)")
+
+
+#: Docker's container-name rule (``daemon/names``), used wherever a name arrives.
+CONTAINER_NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}"
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """The container watchdog: restarts running containers Docker reports ``unhealthy``."""
+
+    failures_before_restart: int = _f(3, "restart only when FailingStreak is at least this "
+                                      "(and the newest health-log entries agree)", min=1, max=100)
+    max_restarts: int = _f(3, "restart budget: at most this many restarts per container per "
+                           "window_s; past it the watchdog gives up (one alert)", min=1, max=100)
+    window_s: float = _f(3600.0, "the restart budget's window, seconds", min=60, max=7 * 86400)
+    protected: tuple[str, ...] = _f(("ollama",), "container names never restarted, by the "
+                                    "watchdog or the API (403); Ollama's container is protected "
+                                    "unless removed from this list",
+                                    pattern=CONTAINER_NAME_PATTERN)
+    stop_timeout_margin_s: float = _f(30.0, "a restart may take the container's own StopTimeout "
+                                      "(default 10 s) plus this many seconds", min=0, max=3600)
+    backstop_interval_s: float = _f(600.0, "seconds between in-process backstop passes (events "
+                                    "may be lost)", min=5, max=86400)
+    events: bool = _f(True, "follow Docker's event stream (health_status, oom) so a pass runs "
+                      "within seconds of a health change")
+
+
+@dataclass(frozen=True)
+class IoConfig:
+    """Per-container disk writes (``GET /v1/io``), read from cgroups at ``docker.cgroup_root``."""
+
+    warn_bytes_per_day: float = _f(20e9, "a container whose projected writes (rate over the "
+                                   "sampling window x 86400) are above this many bytes per "
+                                   "day is WARN", min=0)
+    crit_bytes_per_day: float = _f(40e9, "a container whose projected writes are above this "
+                                   "many bytes per day is CRIT", min=0)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` unless ``crit_bytes_per_day`` is above ``warn_bytes_per_day``."""
+        if self.crit_bytes_per_day <= self.warn_bytes_per_day:
+            raise ConfigError("crit_bytes_per_day", f"crit ({self.crit_bytes_per_day:g}) must "
+                              f"be above warn ({self.warn_bytes_per_day:g})")
+
+
+#: The cleanup job's step kinds (agent/jobs/cleanup.py), in the order a mode usually runs them.
+CLEANUP_STEPS = ("docker_build_cache", "docker_dangling_images", "docker_aged_images",
+                 "journal_vacuum", "apt", "pnpm_store", "path_retention")
+CLEANUP_MODES = ("standard", "weekly", "monthly")
+
+
+@dataclass(frozen=True)
+class CleanupModes:
+    """The steps each cleanup mode runs, in order (a step may appear in several modes)."""
+
+    standard: tuple[str, ...] = _f(("docker_build_cache", "docker_dangling_images",
+                                    "path_retention"), "daily steps", choices=CLEANUP_STEPS)
+    weekly: tuple[str, ...] = _f(("docker_build_cache", "docker_dangling_images",
+                                  "docker_aged_images", "journal_vacuum", "apt", "pnpm_store",
+                                  "path_retention"), "weekly steps", choices=CLEANUP_STEPS)
+    monthly: tuple[str, ...] = _f(CLEANUP_STEPS, "monthly steps", choices=CLEANUP_STEPS)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` when a mode lists a step twice (step names are unique)."""
+        for mode in CLEANUP_MODES:
+            steps = getattr(self, mode)
+            if len(set(steps)) != len(steps):
+                raise ConfigError(mode, f"a step is listed twice: {', '.join(steps)}")
+
+
+@dataclass(frozen=True)
+class PathRetentionRule:
+    """Regular files under ``root`` whose path relative to it matches a glob and whose
+    mtime is older than ``days`` are deleted; symbolic links are never followed."""
+
+    root: str = _f("", "absolute folder the rule is confined to", pattern=r"/.*")
+    globs: tuple[str, ...] = _f(("*.log",), "fnmatch patterns on the path relative to root "
+                                "('*' also matches '/': '*.log' matches at any depth)")
+    days: float = _f(14.0, "minimum age (mtime) in days", min=0, max=36500)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for a rule without an absolute root or without globs."""
+        if not self.root.startswith("/"):
+            raise ConfigError("root", f"an absolute folder is required, got {self.root!r}")
+        if not self.globs:
+            raise ConfigError("globs", "at least one glob is required")
+
+
+@dataclass(frozen=True)
+class CleanupConfig:
+    """The cleanup job: what each mode deletes.  Never volumes, containers or
+    ``docker system prune``."""
+
+    modes: CleanupModes = _sub(CleanupModes, "steps per mode (standard, weekly, monthly)")
+    build_cache_age_s: float = _f(7 * 86400.0, "docker_build_cache: builder cache unused for "
+                                  "longer than this many seconds (BuildKit's 'until' filter)",
+                                  min=0)
+    build_cache_all_in: tuple[str, ...] = _f(("monthly",), "modes in which docker_build_cache "
+                                             "removes all unused build cache, whatever its age",
+                                             choices=CLEANUP_MODES)
+    image_age_days: float = _f(30.0, "docker_aged_images: images created more than this many "
+                               "days ago (Docker counts from creation, not last use)",
+                               min=0, max=36500)
+    keep_images: tuple[str, ...] = _f((), "docker_aged_images never removes an image with a "
+                                      "repo:tag matching one of these fnmatch patterns "
+                                      "('ollama/*', 'postgres:16*')")
+    keep_labels: tuple[str, ...] = _f(("vm-agent.keep",), "... nor an image carrying one of "
+                                      "these labels ('key' or 'key=value')")
+    journal_vacuum_size_bytes: int = _f(1_000_000_000, "journal_vacuum: --vacuum-size, bytes "
+                                        "(0: no size limit)", min=0)
+    journal_vacuum_time_s: float = _f(30 * 86400.0, "journal_vacuum: --vacuum-time, seconds "
+                                      "(0: no age limit)", min=0)
+    journal_directory: str = _f("", "journal_vacuum: vacuum only this folder (--directory); "
+                                "empty: the system journal (/var/log/journal, /run/log/journal)")
+    apt_autoremove_in: tuple[str, ...] = _f(("monthly",), "modes in which the apt step also "
+                                            "runs apt-get autoremove", choices=CLEANUP_MODES)
+    apt_cache_dir: str = _f("/var/cache/apt", "apt's Dir::Cache (apt-get clean empties its "
+                            "archives/ and the package caches)")
+    path_retention: tuple[PathRetentionRule, ...] = _f((), "path_retention rules "
+                                                       "{root, globs, days}")
+    docker_timeout_s: float = _f(600.0, "timeout of one Docker call of a cleanup step (a prune "
+                                 "may take minutes), seconds", min=1, max=86400)
+    tool_timeout_s: float = _f(900.0, "timeout of journalctl, apt-get or pnpm, seconds", min=1,
+                               max=86400)
 
 
 @dataclass(frozen=True)
@@ -154,6 +333,10 @@ class Config:
     sampling: SamplingConfig = _sub(SamplingConfig, "the background host sampler")
     thresholds: ThresholdsConfig = _sub(ThresholdsConfig, "OK/WARN/CRIT limits per metric")
     docker: DockerConfig = _sub(DockerConfig, "the Docker engine")
+    jobs: JobsConfig = _sub(JobsConfig, "the job runner: run history retention, step timeout")
+    watchdog: WatchdogConfig = _sub(WatchdogConfig, "the health-aware container watchdog")
+    io: IoConfig = _sub(IoConfig, "per-container disk-write rates and their WARN/CRIT limits")
+    cleanup: CleanupConfig = _sub(CleanupConfig, "the cleanup job's modes, steps and limits")
     state_dir: str = _f("/var/lib/vm-agent", "where the hold, the run history and the "
-                        "watchdog state are kept")
-    run_dir: str = _f("/run/vm-agent", "runtime files: job locks")
+                        "watchdog state are kept", pattern=ABSOLUTE_PATH)
+    run_dir: str = _f("/run/vm-agent", "runtime files: job locks", pattern=ABSOLUTE_PATH)

@@ -52,6 +52,31 @@ if grep -qE "vm-agent\.(service|socket)|$tmp" <<<"$out"; then
 fi
 [ "$status" -eq 0 ] && echo "verify: ok" || echo "verify: FAILED" >&2
 
+# The job timers and their oneshot services (ExecStart= vm-agentctl run ...):
+# verified the same way, against a stub vm-agentctl.
+job_units=()
+for u in "$unit_dir"/vm-agent-*.timer "$unit_dir"/vm-agent-*.service; do
+  [ -e "$u" ] && job_units+=("$(basename "$u")")
+done
+if [ "${#job_units[@]}" -gt 0 ]; then
+  ctl_stub="$tmp/bin/vm-agentctl"
+  mkdir -p "$tmp/bin" "$tmp/jobs"
+  printf '#!/bin/sh\nexit 0\n' >"$ctl_stub"
+  chmod 0755 "$ctl_stub"
+  cp "$tmp/units/vm-agent.socket" "$tmp/units/vm-agent.service" "$tmp/jobs/"
+  for u in "${job_units[@]}"; do
+    sed -E "s#^ExecStart=[^ ]*/vm-agentctl #ExecStart=$ctl_stub #" "$unit_dir/$u" >"$tmp/jobs/$u"
+  done
+  echo "== systemd-analyze verify (${#job_units[@]} job timers and services)"
+  job_status=0
+  out="$(cd "$tmp/jobs" && systemd-analyze verify --man=no "${job_units[@]/#/$tmp/jobs/}" 2>&1)" \
+    || job_status=1
+  [ -z "$out" ] || printf '%s\n' "$out"
+  grep -qE "vm-agent-|$tmp" <<<"$out" && job_status=1
+  if [ "$job_status" -eq 0 ]; then echo "verify (timers): ok"; else
+    echo "verify (timers): FAILED" >&2; status=1; fi
+fi
+
 echo "== systemd-analyze security --offline=true $unit_dir/vm-agent.service"
 report="$(systemd-analyze security --offline=true --no-pager "$unit_dir/vm-agent.service")"
 printf '%s\n' "$report"

@@ -14,6 +14,14 @@
 #           vm-agent.yaml.dist), /etc/vm-agent/conf.d/ for overrides
 #   units   /etc/systemd/system/vm-agent.{socket,service}, ExecStart= and
 #           paths rewritten for PREFIX/BINDIR, checked with systemd-analyze verify
+#   timers  /etc/systemd/system/vm-agent-*.{timer,service}: one timer and oneshot
+#           service per scheduled job/mode (ExecStart=BINDIR/vm-agentctl run ...),
+#           checked with systemd-analyze verify
+#   logrotate /etc/logrotate.d/vm-agent (the legacy maintenance logs), checked
+#           with logrotate -d; skipped when logrotate is not installed
+#   sudoers /etc/sudoers.d/vm-agent (mode 0440), checked with visudo -cf BEFORE
+#           it is put in place (a broken file there breaks sudo); skipped when
+#           sudo is not installed
 #   enable  when systemd is PID 1: daemon-reload, enable --now the socket (the
 #           service is socket-activated), restart a service that was already running (upgrade);
 #           otherwise print those commands
@@ -38,6 +46,10 @@ unitdir="/etc/systemd/system"
 confdir="/etc/vm-agent"
 groups=(vm-agent vm-agent-ops)
 units=(vm-agent.socket vm-agent.service)
+job_units=()
+for _u in "$src"/systemd/vm-agent-*.timer "$src"/systemd/vm-agent-*.service; do
+  [ -e "$_u" ] && job_units+=("$(basename "$_u")")
+done
 
 say() { printf 'install: %s\n' "$*"; }
 die() { printf 'install: %s\n' "$*" >&2; exit 1; }
@@ -158,6 +170,88 @@ verify_units() {
   say "systemd-analyze verify: ok"
 }
 
+# The job units name /usr/local/bin/vm-agentctl; rewrite for BINDIR.
+install_job_units() {
+  local u
+  for u in "${job_units[@]}"; do
+    sed -e "s#/usr/local/bin/vm-agentctl\\b#$bindir/vm-agentctl#g" \
+        -e "s#/opt/vm-agent\\b#$prefix#g" \
+        "$src/systemd/$u" >"$destdir$unitdir/$u.tmp"
+    chmod 0644 "$destdir$unitdir/$u.tmp"
+    mv -f "$destdir$unitdir/$u.tmp" "$destdir$unitdir/$u"
+  done
+  say "installed ${#job_units[@]} job timers and services into $unitdir"
+}
+
+# As verify_units; staged copies name the staged vm-agentctl.
+verify_job_units() {
+  local out rc=0 u tmp
+  tmp="$(mktemp -d)"
+  cp "$destdir$unitdir/vm-agent.socket" "$tmp/"
+  for u in "${job_units[@]}"; do
+    sed "s#^ExecStart=$bindir/vm-agentctl #ExecStart=$destdir$bindir/vm-agentctl #" \
+      "$destdir$unitdir/$u" >"$tmp/$u"
+  done
+  out="$(cd "$tmp" && systemd-analyze verify --man=no "${job_units[@]/#/$tmp/}" 2>&1)" || rc=$?
+  rm -rf "$tmp"
+  [ -z "$out" ] || printf '%s\n' "$out" >&2
+  if [ "$rc" -ne 0 ] || grep -q 'vm-agent-' <<<"$out"; then
+    die "systemd-analyze verify failed on the job timers/services"
+  fi
+  say "systemd-analyze verify (timers): ok"
+}
+
+install_logrotate() {
+  local d="$destdir/etc/logrotate.d" tmp
+  if ! command -v logrotate >/dev/null; then
+    say "logrotate not installed: $src/logrotate.d/vm-agent not installed"
+    return 0
+  fi
+  tmp="$(mktemp -d)"
+  install -m 0644 "$src/logrotate.d/vm-agent" "$tmp/vm-agent"
+  logrotate -d -s "$tmp/state" "$tmp/vm-agent" >"$tmp/out" 2>&1 \
+    || { cat "$tmp/out" >&2; rm -rf "$tmp"; die "logrotate -d rejects logrotate.d/vm-agent"; }
+  [ -d "$d" ] || install -d -m 0755 "$d"
+  install -m 0644 "$tmp/vm-agent" "$d/vm-agent"
+  rm -rf "$tmp"
+  say "installed /etc/logrotate.d/vm-agent (logrotate -d: ok)"
+}
+
+# Checked before it is moved into place: a sudoers.d file visudo rejects makes
+# sudo refuse to run at all.
+install_sudoers() {
+  local d="$destdir/etc/sudoers.d" tmp
+  if ! command -v visudo >/dev/null && [ ! -x /usr/sbin/visudo ]; then
+    say "sudo not installed: $src/sudoers.d/vm-agent not installed"
+    return 0
+  fi
+  tmp="$(mktemp -d)"
+  sed "s#/usr/local/bin/vm-agentctl#$bindir/vm-agentctl#g" "$src/sudoers.d/vm-agent" \
+    >"$tmp/vm-agent"
+  chmod 0440 "$tmp/vm-agent"
+  PATH="$PATH:/usr/sbin" visudo -cf "$tmp/vm-agent" >/dev/null \
+    || { rm -rf "$tmp"; die "visudo -cf rejects sudoers.d/vm-agent: not installed"; }
+  [ -d "$d" ] || install -d -m 0755 "$d"  # never re-mode an existing sudoers.d
+  install -m 0440 -o root -g root "$tmp/vm-agent" "$d/vm-agent.tmp" 2>/dev/null \
+    || install -m 0440 "$tmp/vm-agent" "$d/vm-agent.tmp"
+  mv -f "$d/vm-agent.tmp" "$d/vm-agent"
+  rm -rf "$tmp"
+  say "installed /etc/sudoers.d/vm-agent (visudo -cf: ok)"
+}
+
+enable_timers() {
+  local timers=() u
+  for u in "${job_units[@]}"; do
+    case "$u" in *.timer) timers+=("$u") ;; esac
+  done
+  if [ -n "$destdir" ] || [ ! -d /run/systemd/system ]; then
+    say "  systemctl enable --now ${timers[*]}"
+    return 0
+  fi
+  systemctl enable --now "${timers[@]}"
+  systemctl --no-pager list-timers 'vm-agent-*' || true
+}
+
 enable_units() {
   local was_active
   if [ -n "$destdir" ] || [ ! -d /run/systemd/system ]; then
@@ -185,7 +279,12 @@ main() {
   install_docs
   install_units
   verify_units
+  install_job_units
+  verify_job_units
+  install_logrotate
+  install_sudoers
   enable_units
+  enable_timers
   say "done: vm-agentctl health"
 }
 

@@ -7,8 +7,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.config import Config
+from agent.containers.engine import DockerEngine
+from agent.containers.events import WatchdogService
+from agent.containers.iorate import IoSampler
 from agent.hold import HoldStore
 from agent.host.model import HostSample
+from agent.jobs.runner import JobRunner
+from agent.notify.events import AlertLog
+from agent.store import Store
 
 
 class Sampler(Protocol):
@@ -26,3 +32,9 @@ class Services:
     hold: HoldStore
     socket_activated: bool = False
     started_monotonic: float = field(default_factory=time.monotonic)
+    store: Store | None = None  # the SQLite state store (run history, alerts)
+    alerts: AlertLog | None = None
+    docker: DockerEngine | None = None
+    jobs: JobRunner | None = None  # the job runner (agent.jobs.runner)
+    io: IoSampler | None = None  # per-container disk-write rates (GET /v1/io)
+    watchdog: WatchdogService | None = None  # containers + watchdog (agent.containers)

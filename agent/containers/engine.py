@@ -78,18 +78,28 @@ class DockerEngine:
         if client is not None:
             client.close()
 
-    async def _call(self, fn: Callable[[DockerClient], T]) -> T:
-        """``fn(client)`` in a thread, bounded by ``timeout_s``.
+    async def call(self, fn: Callable[[DockerClient], T], *, timeout_s: float | None = None) -> T:
+        """``fn(client)`` in a worker thread, bounded by ``timeout_s`` (default: the engine's).
+
+        Errors as :meth:`_call`; an AgentError raised by ``fn`` passes through unchanged
+        (e.g. ``fn`` turning ``docker.errors.NotFound`` into ``agent.errors.NotFound``).
+        """
+        return await self._call(fn, timeout_s=timeout_s)
+
+    async def _call(self, fn: Callable[[DockerClient], T], *,
+                    timeout_s: float | None = None) -> T:
+        """``fn(client)`` in a thread, bounded by ``timeout_s`` (default ``self.timeout_s``).
 
         Raises UpstreamUnavailable("docker", short reason) on any connection,
         timeout or API failure, after dropping the client.
         """
+        limit = self.timeout_s if timeout_s is None else timeout_s
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._run, fn), self.timeout_s)
+            return await asyncio.wait_for(asyncio.to_thread(self._run, fn), limit)
         except TimeoutError:
             self.close()
             raise UpstreamUnavailable(
-                "docker", f"no answer from {self.host} within {self.timeout_s:g} s") from None
+                "docker", f"no answer from {self.host} within {limit:g} s") from None
         except Exception as exc:
             if not _is_docker_failure(exc):
                 raise

@@ -32,10 +32,17 @@ from agent.api.transport import ConnectionGuard, GuardedUnixSite
 from agent.audit import Auditor
 from agent.config import AccessConfig, Config, DockerConfig, RoleConfig, SamplingConfig
 from agent.containers.engine import DockerEngine
+from agent.containers.events import build_watchdog_service
+from agent.containers.iorate import DockerLister, IoSampler
 from agent.hold import HoldStore
 from agent.host.sampler import HostSampler
+from agent.jobs.records import RunRecords
+from agent.jobs.runner import JobRunner
+from agent.jobs.selftest import SelfTestJob
 from agent.journal import JournalWriter
 from agent.listener import bind_unix
+from agent.notify.events import AlertLog
+from agent.store import Store
 
 VIEWER_UID = 65534  # nobody
 NOBODY_ROLE_UID = 65533
@@ -74,9 +81,18 @@ async def start_agent(tmp: Path, **server: Any) -> tuple[Agent, web.AppRunner, H
     stream = io.StringIO()
     services = Services(config=cfg, config_path=None, config_digest="test",
                         sampler=sampler, hold=HoldStore(cfg.state_dir))
+    services.io = IoSampler(cfg.io, DockerLister(docker), interval_s=cfg.sampling.interval_s)
+    await services.io.sample_once()  # one pass, no background task: Docker is absent here
     guard = ConnectionGuard(max_connections=cfg.server.max_connections,
                             client_timeout_s=cfg.server.client_timeout_s)
     auditor = Auditor(JournalWriter(socket_path=str(tmp / "no-journal.sock"), stream=stream))
+    services.store = Store(cfg.state_dir)
+    services.jobs = JobRunner(jobs={"selftest": SelfTestJob()}, records=RunRecords(services.store),
+                              config=cfg, auditor=auditor, hold=services.hold, services=services)
+    # the container commands over the same absent Docker: they answer 503 (upstream docker)
+    services.watchdog = build_watchdog_service(cfg, docker, store=services.store, auditor=auditor,
+                                               alerts=AlertLog(services.store, auditor),
+                                               hold=services.hold)
     state = ServerState(services, AccessPolicy(cfg.access), auditor, guard)
     runner = web.AppRunner(make_app(COMMANDS, state), access_log=None, handle_signals=False)
     await runner.setup()

@@ -1,0 +1,222 @@
+"""Containers from the Docker engine: one list call, then only the inspects needed.
+
+Every call goes through :meth:`DockerEngine.call` (a worker thread, bounded
+by a timeout).  Inspects run concurrently, at most ``concurrency`` at once
+(the SDK's connection pool holds 10 connections).  Each inspect also reads
+the container's memory use from its cgroup (:mod:`agent.containers.memory`)
+and the image's creation time (``GET /images/{id}/json``, cached per image
+id: an image id names immutable content).
+
+Errors: :class:`agent.errors.NotFound` for an unknown container,
+:class:`agent.errors.UpstreamUnavailable` when Docker is down or fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agent.containers.engine import DockerEngine, health_status
+from agent.containers.memory import memory_bytes
+from agent.containers.model import STACK_LABEL, Container, from_inspect, parse_time
+from agent.errors import NotFound
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+MAX_LINE_CHARS = 8192
+#: The health part of a list entry's ``Status`` ("Up 2 hours (unhealthy)"), as ``docker ps``.
+_LISTED_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+_IMAGE_CACHE_MAX = 1024
+
+
+class Inventory:
+    """Reads containers from ``engine``; ``cgroup_root``/``proc_root`` locate memory counters."""
+
+    def __init__(self, engine: DockerEngine, *, cgroup_root: str = "/sys/fs/cgroup",
+                 proc_root: str = "/proc", concurrency: int = 8) -> None:
+        self.engine = engine
+        self.cgroup_root = cgroup_root
+        self.proc_root = proc_root
+        self._limit = asyncio.Semaphore(concurrency)
+        self._image_created: dict[str, float | None] = {}
+        self.cache = InspectCache()
+
+    async def containers(self, *, stack: str | None = None,
+                   unhealthy_only: bool = False) -> list[Container]:
+        """Containers sorted by name; ``stack`` filters on the compose project label,
+        ``unhealthy_only`` on Docker's ``health=unhealthy`` (running containers only).
+
+        One ``GET /containers/json``, then an inspect of each listed container
+        unless :class:`InspectCache` still holds a valid one (only while Docker's
+        event stream is followed; unhealthy and starting ones are always inspected).
+        """
+        filters: dict[str, Any] = {}
+        if stack is not None:
+            filters["label"] = [f"{STACK_LABEL}={stack}"]
+        if unhealthy_only:
+            filters["health"] = "unhealthy"
+        listed = await self.engine.call(
+            lambda c: c.api.containers(all=not unhealthy_only, filters=filters))
+        cached = [raw for item in listed if (raw := self.cache.get(item)) is not None]
+        known = {str(raw["Id"]) for raw in cached}
+        found = await self.inspect_many(str(i["Id"]) for i in listed if i["Id"] not in known)
+        if cached:
+            found += await asyncio.to_thread(lambda: [self._model(raw) for raw in cached])
+        return sorted(found, key=lambda c: c.name)
+
+    async def unhealthy_ids(self) -> list[str]:
+        """Ids of running containers Docker reports unhealthy (one list call)."""
+        listed = await self.engine.call(
+            lambda c: c.api.containers(filters={"health": "unhealthy"}))
+        return [str(item["Id"]) for item in listed]
+
+    async def inspect_many(self, ids: Iterable[str]) -> list[Container]:
+        """Inspect each id concurrently (bounded); containers gone meanwhile are left out."""
+        found = await asyncio.gather(*(self._inspect_bounded(i) for i in dict.fromkeys(ids)))
+        return [c for c in found if c is not None]
+
+    async def inspect(self, ref: str) -> Container:
+        """One container by exact name or full id; NotFound otherwise."""
+        found = await self._inspect_bounded(ref)
+        if found is None or ref not in (found.name, found.id):
+            raise NotFound(f"no container named {ref!r}", {"container": ref})
+        return found
+
+    async def _inspect_bounded(self, ref: str) -> Container | None:
+        async with self._limit:
+            return await self.engine.call(lambda client: self._inspect_sync(client, ref))
+
+    def _inspect_sync(self, client: DockerClient, ref: str) -> Container | None:
+        from docker.errors import NotFound as DockerNotFound
+
+        try:
+            raw = client.api.inspect_container(ref)
+        except DockerNotFound:
+            return None
+        self._image_created_sync(client, str(raw.get("Image") or ""))
+        self.cache.put(raw)
+        return self._model(raw)
+
+    def _model(self, raw: Mapping[str, Any]) -> Container:
+        """The Container of an inspect answer, with memory read from its cgroup now."""
+        pid = int((raw.get("State") or {}).get("Pid") or 0)
+        used = memory_bytes(str(raw["Id"]), pid, cgroup_root=self.cgroup_root,
+                            proc_root=self.proc_root)
+        created = self._image_created.get(str(raw.get("Image") or ""))
+        return from_inspect(raw, memory_bytes=used, image_created_at=created)
+
+    def _image_created_sync(self, client: DockerClient, image_id: str) -> float | None:
+        from docker.errors import NotFound as DockerNotFound
+
+        if not image_id:
+            return None
+        if image_id not in self._image_created:
+            try:
+                api: Any = client.api  # inspect_image is untyped in types-docker
+                created = parse_time(api.inspect_image(image_id).get("Created"))
+            except DockerNotFound:
+                created = None
+            if len(self._image_created) >= _IMAGE_CACHE_MAX:
+                self._image_created.clear()
+            self._image_created[image_id] = created
+        return self._image_created[image_id]
+
+    async def logs(self, container: Container, tail: int) -> list[dict[str, str]]:
+        """The last ``tail`` lines (stdout and stderr interleaved as Docker stored them),
+        each ``{time, text}`` (RFC 3339 with nanoseconds, as Docker gives it); a line
+        over 8192 characters is cut.  NotFound when the container vanished."""
+        raw = await self.engine.call(lambda client: _logs_sync(client, container.id, tail))
+        return [_log_line(line) for line in raw.decode("utf-8", "replace").splitlines()]
+
+    async def restart(self, container_id: str, *, stop_timeout_s: int, margin_s: float) -> None:
+        """``POST /containers/{id}/restart?t=stop_timeout_s``; waits up to that plus ``margin_s``.
+
+        Raises NotFound when the container vanished, UpstreamUnavailable when
+        Docker fails or does not answer in time.
+        """
+        limit = stop_timeout_s + margin_s
+        await self.engine.call(
+            lambda client: _restart_sync(client, container_id, stop_timeout_s, limit),
+            timeout_s=limit + self.engine.timeout_s)
+
+
+def _logs_sync(client: DockerClient, container_id: str, tail: int) -> bytes:
+    from docker.errors import NotFound as DockerNotFound
+
+    try:
+        out = client.api.logs(container_id, stdout=True, stderr=True, timestamps=True,
+                              tail=tail)
+    except DockerNotFound:
+        raise NotFound(f"container {container_id[:12]} is gone") from None
+    return out if isinstance(out, bytes) else b"".join(out)
+
+
+def _restart_sync(client: DockerClient, container_id: str, stop_timeout_s: int,
+                  http_timeout_s: float) -> None:
+    """What ``APIClient.restart`` does, with the HTTP timeout covering stop + margin (the
+    SDK's own adds only its client timeout to ``t``)."""
+    from docker.errors import NotFound as DockerNotFound
+
+    api: Any = client.api
+    url = api._url("/containers/{0}/restart", container_id)
+    res = api._post(url, params={"t": stop_timeout_s}, timeout=http_timeout_s)
+    try:
+        api._raise_for_status(res)
+    except DockerNotFound:
+        raise NotFound(f"container {container_id[:12]} is gone") from None
+
+
+def _log_line(line: str) -> dict[str, str]:
+    stamp, _, text = line.partition(" ")
+    return {"time": stamp, "text": text[:MAX_LINE_CHARS]}
+
+
+
+def listed_health(listed: Mapping[str, Any]) -> str:
+    """``healthy``/``unhealthy``/``starting``/``none`` from a list entry's ``Status`` text."""
+    m = _LISTED_HEALTH.search(str(listed.get("Status") or ""))
+    return "none" if m is None else m[1].replace("health: ", "")
+
+
+class InspectCache:
+    """Inspect answers kept while Docker's event stream says nothing changed.
+
+    Enabled only while the event stream is connected (:meth:`follow`); every
+    container event (start, die, update, destroy, health_status, ...) drops
+    that container's entry (:meth:`forget`).  An entry is used only when the
+    list entry still shows the same ``State`` and health, the health is not
+    ``unhealthy`` or ``starting`` (their FailingStreak and log move every
+    check), and it is younger than ``max_age_s``.
+    """
+
+    def __init__(self, max_age_s: float = 60.0) -> None:
+        self.max_age_s = max_age_s
+        self.enabled = False
+        self._entries: dict[str, tuple[float, Mapping[str, Any]]] = {}
+
+    def follow(self, *, connected: bool) -> None:
+        """Turn the cache on (event stream connected) or off and empty it."""
+        self.enabled = connected
+        if not connected:
+            self._entries.clear()
+
+    def forget(self, container_id: str) -> None:
+        self._entries.pop(container_id, None)
+
+    def put(self, raw: Mapping[str, Any]) -> None:
+        if self.enabled:
+            self._entries[str(raw["Id"])] = (time.monotonic(), raw)
+
+    def get(self, listed: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The cached inspect answer for a list entry, or None when it must be inspected."""
+        entry = self._entries.get(str(listed.get("Id"))) if self.enabled else None
+        if entry is None or time.monotonic() - entry[0] > self.max_age_s:
+            return None
+        raw, health = entry[1], listed_health(listed)
+        same = (raw.get("State") or {}).get("Status") == listed.get("State") \
+            and health_status(raw) == health
+        return raw if same and health in ("healthy", "none") else None

@@ -1,0 +1,1 @@
+"""Benchmarks of vm-agent against a minimal aiohttp server (``make bench``)."""

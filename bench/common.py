@@ -1,0 +1,135 @@
+"""Helpers of the benchmark: percentiles, /proc readings, processes we start, the machine.
+
+Everything here reads ``/proc`` as ``man 5 proc`` documents it:
+``/proc/<pid>/stat`` fields 14 and 15 (utime, stime, in clock ticks of
+``SC_CLK_TCK``; for a pid they are the sum over all its threads) and
+``/proc/<pid>/status`` ``VmRSS``/``VmHWM`` (kB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MB = 1_000_000  # decimal, as the rest of the project (1 MB = 10^6 bytes)
+MIB = 1024 * 1024
+
+
+def percentile(sorted_values: list[int] | list[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0-100) of an ascending list; 0.0 when empty."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return float(sorted_values[rank - 1])
+
+
+def latency_summary(sorted_ns: list[int]) -> dict[str, float]:
+    """``{n, p50_ms, p99_ms, mean_ms, max_ms}`` of ascending latencies in nanoseconds."""
+    n = len(sorted_ns)
+    mean = sum(sorted_ns) / n if n else 0.0
+    return {"n": n, "p50_ms": percentile(sorted_ns, 50) / 1e6,
+            "p99_ms": percentile(sorted_ns, 99) / 1e6, "mean_ms": mean / 1e6,
+            "max_ms": (sorted_ns[-1] if n else 0) / 1e6}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads), seconds, from ``/proc/<pid>/stat``."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()  # comm may hold spaces; fields 3.. follow
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of man 5 proc
+
+
+def status_kb(pid: int, key: str) -> int:
+    """A ``kB`` line (``VmRSS``, ``VmHWM``, ...) of ``/proc/<pid>/status``, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(f"{key} not in /proc/{pid}/status")
+
+
+def memory(pid: int) -> dict[str, int]:
+    """Bytes: VmRSS and VmHWM (peak) from /proc, psutil's rss and uss."""
+    full = psutil.Process(pid).memory_full_info()
+    return {"vmrss_bytes": status_kb(pid, "VmRSS"), "vmhwm_bytes": status_kb(pid, "VmHWM"),
+            "psutil_rss_bytes": full.rss, "psutil_uss_bytes": full.uss,
+            "threads": psutil.Process(pid).num_threads()}
+
+
+def wait_for_socket(path: str, proc: subprocess.Popen[bytes], timeout_s: float) -> float:
+    """Poll until ``path`` accepts a connection; seconds waited.
+
+    Raises RuntimeError when ``proc`` exits first or ``timeout_s`` passes.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited {proc.returncode} before listening")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, \
+                contextlib.suppress(OSError):
+            s.connect(path)
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise RuntimeError(f"{path} not accepting connections after {timeout_s:g} s")
+
+
+def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> int | None:
+    """SIGTERM a process we started (by its pid), SIGKILL after ``timeout_s``; its exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+    return proc.returncode
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def loadavg() -> list[float]:
+    """1, 5 and 15 minute load averages (``/proc/loadavg``): others' work skews the figures."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, memory, kernel, Python and the date (UTC), for the report."""
+    return {"nproc": os.cpu_count(), "cpu_model": _cpu_model(),
+            "memory_bytes": psutil.virtual_memory().total, "kernel": platform.release(),
+            "python": platform.python_version(), "loadavg_start": loadavg(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def get_json(sock_path: str, url_path: str, timeout_s: float = 5.0) -> Any:
+    """``GET url_path`` over the Unix socket (``Connection: close``); the decoded JSON body.
+
+    Raises OSError on a connection failure or timeout, ValueError on a non-JSON body.
+    """
+    request = f"GET {url_path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    chunks: list[bytes] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        s.connect(sock_path)
+        s.sendall(request.encode("ascii"))
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    _head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return json.loads(body)

@@ -1,0 +1,211 @@
+"""The container commands over the real protocol socket, on the tests' own Docker engine."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agent.api.access import AccessPolicy
+from agent.api.commands import COMMANDS
+from agent.api.server import ServerState, make_app
+from agent.api.services import Services
+from agent.api.transport import ConnectionGuard, GuardedUnixSite
+from agent.audit import Auditor
+from agent.config import DockerConfig, WatchdogConfig
+from agent.containers.engine import DockerEngine
+from agent.containers.events import build_watchdog_service
+from agent.hold import HoldStore
+from agent.host.sampler import HostSampler
+from agent.journal import JournalWriter
+from agent.listener import bind_unix
+from agent.notify.events import AlertLog
+from agent.store import Store
+from tests.integration.dockerd import TestEngine
+from tests.integration.watchdog_kit import run_flip, state, wait_for
+from tests.protocol.conftest import VIEWER_UID, Agent, request, request_as
+from tests.protocol.conftest import test_config as base_config
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Served:
+    agent: Agent
+    services: Services
+
+
+async def serve(tmp: Path, docker_host: str, **watchdog: Any) -> tuple[Served, web.AppRunner]:
+    cfg = base_config(tmp)
+    cfg = replace(cfg, docker=DockerConfig(host=docker_host, timeout_s=5),
+                  watchdog=replace(WatchdogConfig(), **watchdog))
+    stream = io.StringIO()
+    auditor = Auditor(JournalWriter(socket_path=str(tmp / "no-journal.sock"), stream=stream))
+    docker = DockerEngine(cfg.docker.host, cfg.docker.timeout_s)
+    hold, store = HoldStore(cfg.state_dir), Store(cfg.state_dir)
+    services = Services(config=cfg, config_path=None, config_digest="test",
+                        sampler=HostSampler(cfg.sampling, cfg.thresholds, docker.summary),
+                        hold=hold, store=store)
+    services.watchdog = build_watchdog_service(cfg, docker, store=store, hold=hold,
+                                               alerts=AlertLog(store, auditor), auditor=auditor)
+    guard = ConnectionGuard(max_connections=16, client_timeout_s=10)
+    runner = web.AppRunner(make_app(COMMANDS, ServerState(services, AccessPolicy(cfg.access),
+                                                          auditor, guard)),
+                           access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = bind_unix(cfg.server.socket, mode=0o666, group=None)
+    await GuardedUnixSite(runner, sock, guard).start()
+    return Served(Agent(cfg.server.socket, stream, Path(cfg.state_dir), guard), services), runner
+
+
+@pytest.fixture
+def short_tmp() -> Any:
+    path = Path(tempfile.mkdtemp(prefix="vmc-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+@pytest.fixture
+async def api(engine: TestEngine, short_tmp: Path) -> AsyncIterator[Served]:
+    served, runner = await serve(short_tmp, engine.host, protected=("keep-me",),
+                                 max_restarts=1)
+    yield served
+    await runner.cleanup()
+
+
+async def get(api: Served, path: str) -> tuple[int, Any]:
+    status, env = await request(api.agent, "GET", path)
+    return status, env["data"] if env["ok"] else env["error"]
+
+
+async def post(api: Served, path: str) -> tuple[int, Any]:
+    status, env = await request(api.agent, "POST", path)
+    return status, env["data"] if env["ok"] else env["error"]
+
+
+def until_unhealthy(engine: TestEngine, *names: str) -> None:
+    for name in names:
+        wait_for(lambda n=name: state(engine, n)["Health"]["Status"] == "unhealthy", 10, name)
+
+
+async def test_list_filters_and_fields(engine: TestEngine, api: Served) -> None:
+    engine.client().containers.run(
+        "vmagent-test/busybox:latest", ["sleep", "300"], name="shop-web", detach=True,
+        network_mode="none", mem_limit="64m", labels={"com.docker.compose.project": "shop"})
+    run_flip(engine, "bad", healthy_at_start=False)
+    engine.run_stopped("done")
+    until_unhealthy(engine, "bad")
+
+    status, rows = await get(api, "/v1/containers")
+    assert status == 200
+    by_name = {r["name"]: r for r in rows}
+    assert list(by_name) == ["bad", "done", "shop-web"]
+    web_row = by_name["shop-web"]
+    assert web_row["stack"] == "shop" and web_row["memory_limit_bytes"] == 64 * 1024 * 1024
+    assert web_row["memory_bytes"] > 0  # read from the container's cgroup
+    assert web_row["health"] == "none" and web_row["uptime_s"] >= 0
+    assert web_row["image_created_at"].endswith("Z")
+    assert by_name["done"]["state"] == "exited" and by_name["done"]["memory_bytes"] is None
+    assert by_name["bad"]["health"] == "unhealthy" and by_name["bad"]["health_since"]
+    assert by_name["bad"]["watchdog"]["enabled"] is True
+
+    assert [r["name"] for r in (await get(api, "/v1/containers?filter=unhealthy"))[1]] == ["bad"]
+    no_limit = (await get(api, "/v1/containers?filter=no-memory-limit"))[1]
+    assert [r["name"] for r in no_limit] == ["bad", "done"]
+    assert [r["name"] for r in (await get(api, "/v1/containers?stack=shop"))[1]] == ["shop-web"]
+
+
+async def test_unhealthy_health_and_logs(engine: TestEngine, api: Served) -> None:
+    engine.run("talker", command=["sh", "-c", "for i in 1 2 3; do echo out$i; sleep 0.1; "
+                                              "echo err$i >&2; sleep 0.1; done; sleep 300"])
+    run_flip(engine, "bad", healthy_at_start=False)
+    until_unhealthy(engine, "bad")
+    wait_for(lambda: state(engine, "bad")["Health"]["FailingStreak"] >= 4, 10, "4 failures")
+
+    [row] = (await get(api, "/v1/containers/unhealthy"))[1]
+    assert row["name"] == "bad" and row["failing_streak"] >= 4
+    assert len(row["last_checks"]) == 3
+    assert row["last_checks"][0]["end"] >= row["last_checks"][1]["end"]  # newest first
+    health = (await get(api, "/v1/containers/bad/health"))[1]
+    assert health["healthcheck"]["interval_s"] == 1.0 and len(health["log"]) >= 4
+
+    logs = (await get(api, "/v1/containers/talker/logs?tail=2"))[1]
+    assert [line["text"] for line in logs["lines"]] == ["out3", "err3"]
+    assert all(line["time"].startswith("20") for line in logs["lines"])
+    assert len((await get(api, "/v1/containers/talker/logs"))[1]["lines"]) == 6
+
+
+@pytest.mark.parametrize("path,field", [
+    ("/v1/containers/talker/logs?tail=501", "tail"),
+    ("/v1/containers/talker/logs?tail=0", "tail"),
+    ("/v1/containers/-bad/health", "name"),
+    ("/v1/containers/a%2F..%2Fb/health", "name"),
+    (f"/v1/containers/{'a' * 256}/health", "name"),
+    ("/v1/containers?filter=everything", "filter"),
+])
+async def test_bad_params_are_400(api: Served, path: str, field: str) -> None:
+    status, error = await get(api, path)
+    assert (status, error["code"], error["details"]["field"]) == (400, "bad_request", field)
+
+
+async def test_restart_rules(engine: TestEngine, api: Served) -> None:
+    run_flip(engine, "web")
+    run_flip(engine, "keep-me")
+    before = state(engine, "web")["StartedAt"]
+
+    assert (await post(api, "/v1/containers/nope/restart"))[0] == 404
+    status, error = await post(api, "/v1/containers/keep-me/restart")
+    assert (status, error["code"]) == (403, "forbidden")
+    viewer_status, _ = await request_as(VIEWER_UID, api.agent, "POST", "/v1/containers/web/restart")
+    assert viewer_status == 403
+    api.services.hold.set("maintenance", by="test")
+    assert (await post(api, "/v1/containers/web/restart"))[0] == 423
+    api.services.hold.clear()
+
+    status, done = await post(api, "/v1/containers/web/restart")
+    assert status == 200 and done["result"] == "restarted"
+    assert state(engine, "web")["StartedAt"] != before
+    status, error = await post(api, "/v1/containers/web/restart")  # max_restarts 1
+    assert (status, error["code"]) == (429, "rate_limited")
+    assert 3500 < error["details"]["retry_after_s"] <= 3600
+    audited = [json.loads(line) for line in api.agent.audit_stream.getvalue().splitlines()]
+    assert [e["VMAGENT_RESULT"] for e in audited
+            if e.get("VMAGENT_ACTION") == "operator.restart"] == ["ok"]
+
+
+async def test_restart_unhealthy_gives_per_container_results(engine: TestEngine,
+                                                             api: Served) -> None:
+    run_flip(engine, "bad", healthy_at_start=False)
+    run_flip(engine, "keep-me", healthy_at_start=False)
+    run_flip(engine, "fine")
+    until_unhealthy(engine, "bad", "keep-me")
+
+    status, data = await post(api, "/v1/containers/restart-unhealthy")
+
+    assert status == 200
+    results = {r["name"]: r for r in data["results"]}
+    assert results["bad"]["result"] == "restarted"
+    assert results["keep-me"]["result"] == "skipped"
+    assert "fine" not in results
+    assert (data["restarted"], data["skipped"], data["failed"]) == (1, 1, 0)
+
+
+async def test_docker_down_is_503_but_bad_names_fail_first(short_tmp: Path) -> None:
+    served, runner = await serve(short_tmp, f"unix://{short_tmp}/no-docker.sock")
+    try:
+        status, error = await get(served, "/v1/containers")
+        assert (status, error["code"], error["details"]["upstream"]) == \
+            (503, "upstream_unavailable", "docker")
+        assert (await post(served, "/v1/containers/web/restart"))[0] == 503
+        assert (await post(served, "/v1/containers/.web/restart"))[0] == 400  # before Docker
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,37 @@
+"""vm-agentctl's job renderings (MB = 10^6 bytes) and ``run`` exit statuses."""
+
+from __future__ import annotations
+
+from agent import cli, clifmt
+
+
+def record(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "id": 7, "job": "cleanup", "mode": "weekly", "dry_run": False, "trigger": "timer",
+        "peer": None, "started_at": "2026-11-29T04:00:00Z", "finished_at": "2026-11-29T04:00:21Z",
+        "duration_s": 21.4, "status": "partial", "reason": "1 of 2 steps failed: apt",
+        "disk_before": [{"mount": "/", "used_percent": 71.25}],
+        "disk_after": [{"mount": "/", "used_percent": 68.9}], "freed_bytes": 1_834_200_000,
+        "steps": [{"name": "docker_build_cache", "status": "ok", "freed_bytes": 1_834_200_000,
+                   "duration_s": 3.1, "detail": "pruned", "error": None},
+                  {"name": "apt", "status": "failed", "freed_bytes": 0, "duration_s": 0.2,
+                   "detail": "", "error": "exit 100"}]}
+    return {**base, **kw}
+
+
+def test_run_record_shows_mb_steps_and_disks() -> None:
+    text = clifmt.render("run", record())
+    assert text.splitlines()[0] == ("cleanup (weekly) run 7: partial, freed 1834.2 MB in 21.4 s "
+                                    "(1 of 2 steps failed: apt)")
+    assert "exit 100" in text and "disk /: 71.2 % used -> 68.9 % used" in text
+    assert "would free 0.0 MB" in clifmt.render("run", record(dry_run=True, freed_bytes=0))
+
+
+def test_runs_is_a_table_and_empty_is_said() -> None:
+    assert "1834.2 MB" in clifmt.render("runs", [record()])
+    assert clifmt.render("runs", []) == "no runs recorded"
+
+
+def test_run_exit_statuses() -> None:
+    assert [cli._run_exit({"status": s}) for s in ("ok", "running", "partial", "failed",
+                                                   "skipped")] == [0, 0, 1, 2, 2]
