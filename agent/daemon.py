@@ -60,9 +60,11 @@ def _setup_logging(writer: JournalWriter, *, verbose: bool) -> None:
     if not os.path.exists(writer.socket_path):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    log.propagate = False
+    for name in ("vm-agent", "agent"):  # modules log to "vm-agent" or to their __name__
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        logger.propagate = False
 
 
 def _with_overrides(cfg: Config, args: argparse.Namespace) -> Config:

@@ -239,10 +239,15 @@ install_sudoers() {
   say "installed /etc/sudoers.d/vm-agent (visudo -cf: ok)"
 }
 
+# Timers whose job the agent runs today; backup-repair, healthcheck and digest
+# are installed but not enabled until their jobs exist (GET /v1/jobs shows
+# them with available: false), so no timer fails every 10 minutes meanwhile.
+ENABLED_JOBS=(cleanup-standard cleanup-weekly cleanup-monthly watchdog)
+
 enable_timers() {
-  local timers=() u
-  for u in "${job_units[@]}"; do
-    case "$u" in *.timer) timers+=("$u") ;; esac
+  local timers=() j
+  for j in "${ENABLED_JOBS[@]}"; do
+    timers+=("vm-agent-$j.timer")
   done
   if [ -n "$destdir" ] || [ ! -d /run/systemd/system ]; then
     say "  systemctl enable --now ${timers[*]}"
