@@ -314,8 +314,11 @@ class CleanupConfig:
                                       "(0: no age limit)", min=0)
     journal_directory: str = _f("", "journal_vacuum: vacuum only this folder (--directory); "
                                 "empty: the system journal (/var/log/journal, /run/log/journal)")
-    apt_autoremove_in: tuple[str, ...] = _f(("monthly",), "modes in which the apt step also "
-                                            "runs apt-get autoremove", choices=CLEANUP_MODES)
+    apt_autoremove_in: tuple[str, ...] = _f((), "modes in which the apt step also runs apt-get "
+                                            "autoremove (opt-in: it removes packages, old "
+                                            "kernels included, and needs write access to /usr "
+                                            "and /boot that vm-agent.service does not grant; "
+                                            "see docs/OPERATIONS.md)", choices=CLEANUP_MODES)
     apt_cache_dir: str = _f("/var/cache/apt", "apt's Dir::Cache (apt-get clean empties its "
                             "archives/ and the package caches)")
     path_retention: tuple[PathRetentionRule, ...] = _f((), "path_retention rules "

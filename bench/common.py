@@ -123,13 +123,27 @@ def get_json(sock_path: str, url_path: str, timeout_s: float = 5.0) -> Any:
 
     Raises OSError on a connection failure or timeout, ValueError on a non-JSON body.
     """
-    request = f"GET {url_path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    return request_json(sock_path, "GET", url_path, timeout_s=timeout_s)[1]
+
+
+def request_json(sock_path: str, method: str, url_path: str, body: Any = None,
+                 timeout_s: float = 5.0) -> tuple[int, Any]:
+    """One HTTP/1.1 request over the Unix socket (``Connection: close``); (status, JSON body).
+
+    ``body`` (when not None) is sent as JSON.  Raises OSError on a connection
+    failure or timeout, ValueError on a non-JSON answer.
+    """
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = (f"{method} {url_path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            + (f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+               if body is not None else "") + "\r\n")
     chunks: list[bytes] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)
         s.connect(sock_path)
-        s.sendall(request.encode("ascii"))
+        s.sendall(head.encode("ascii") + payload)
         while chunk := s.recv(65536):
             chunks.append(chunk)
-    _head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return json.loads(body)
+    status_line, _, rest = b"".join(chunks).partition(b"\r\n")
+    _head, _, answer = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), json.loads(answer)

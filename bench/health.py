@@ -5,7 +5,8 @@ started here are stopped by pid at the end, also on failure or Ctrl-C):
 
 1. the tests' own Docker engine (tests/integration/dockerd.py) with 40
    ``--network none`` busybox containers running ``sleep 3600`` with a
-   HEALTHCHECK, 5 of them failing it (skipped with ``--no-docker``);
+   HEALTHCHECK, 5 of them failing it and opted out of the watchdog
+   (bench/fleet.py; skipped with ``--no-docker``);
 2. the real agent (``vm-agent serve``, etc/vm-agent.yaml with ``docker.host``
    pointed at that engine) and the baseline (bench/baseline_server.py), each
    on its own Unix socket;
@@ -36,7 +37,6 @@ import sys
 import tempfile
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,48 +45,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import common, report  # noqa: E402
+from bench.fleet import CONTAINERS, start_engine  # noqa: E402
 from bench.servers import spawn_agent, spawn_baseline, started, write_config  # noqa: E402
-from tests.integration.dockerd import SECOND_NS, TestEngine  # noqa: E402
 
-CONTAINERS, UNHEALTHY = 40, 5
-HEALTH_INTERVAL_S = 10  # a HEALTHCHECK every 10 s: 4 execs/s on 2 cores, little noise
 MODES = ("seq", "conn", "conc")
-
-
-# -- the engine and its containers ------------------------------------------------------
-
-def _healthcheck(command: str) -> dict[str, Any]:
-    interval = HEALTH_INTERVAL_S * SECOND_NS
-    return {"test": ["CMD", command], "interval": interval, "timeout": SECOND_NS,
-            "retries": 1, "start_period": 0}
-
-
-def _run_container(engine: TestEngine, index: int) -> None:
-    check = "false" if index < UNHEALTHY else "true"
-    engine.run(f"bench-{index:02d}", command=["sleep", "3600"], healthcheck=_healthcheck(check))
-
-
-def _health_counts(engine: TestEngine) -> tuple[int, int]:
-    api = engine.client().api
-    return (len(api.containers(filters={"health": "healthy"})),
-            len(api.containers(filters={"health": "unhealthy"})))
-
-
-def start_engine(stack: contextlib.ExitStack, timeout_s: float = 120.0) -> TestEngine:
-    """A private engine with 40 containers, 5 unhealthy; stopped by ``stack``."""
-    engine = TestEngine()
-    stack.callback(engine.stop)
-    engine.start()
-    engine.build_test_image()
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda i: _run_container(engine, i), range(CONTAINERS)))
-    deadline = time.monotonic() + timeout_s
-    while (counts := _health_counts(engine)) != (CONTAINERS - UNHEALTHY, UNHEALTHY):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"containers not settled after {timeout_s:g} s: "
-                               f"(healthy, unhealthy) = {counts}")
-        time.sleep(0.5)
-    return engine
 
 
 # -- HTTP -------------------------------------------------------------------------------

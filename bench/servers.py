@@ -18,11 +18,13 @@ _CLEAN_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "L
               "LISTEN_FDNAMES")
 
 
-def write_config(tmp: Path, docker_host: str) -> Path:
-    """etc/vm-agent.yaml with ``docker.host`` set; its path under ``tmp``."""
+def write_config(tmp: Path, docker_host: str, *, watchdog_events: bool = True,
+                 name: str = "vm-agent.yaml") -> Path:
+    """etc/vm-agent.yaml with ``docker.host`` (and ``watchdog.events``) set; ``tmp/name``."""
     data = yaml.safe_load((ROOT / "etc" / "vm-agent.yaml").read_text())
     data["docker"]["host"] = docker_host
-    path = tmp / "vm-agent.yaml"
+    data["watchdog"]["events"] = watchdog_events
+    path = tmp / name
     path.write_text(yaml.safe_dump(data))
     return path
 

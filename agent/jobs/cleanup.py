@@ -12,7 +12,7 @@ docker_aged_images       tagged images created over ``image_age_days`` ago,
                          no ``keep_images`` pattern or ``keep_labels`` label
 journal_vacuum           ``journalctl --vacuum-size/--vacuum-time``
 apt                      ``apt-get clean`` (+ ``autoremove`` in
-                         ``apt_autoremove_in``: monthly)
+                         ``apt_autoremove_in``, opt-in)
 pnpm_store               ``pnpm store prune`` where pnpm is installed
 path_retention           ``path_retention`` rules: old files by glob, no
                          symbolic link followed

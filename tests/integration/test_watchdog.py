@@ -194,8 +194,8 @@ async def test_oom_kill_is_recorded_and_alerted(engine: TestEngine, kit: Kit,
                                             "'\\0' a); sleep 30"],
                mem_limit="16m", memswap_limit="16m")
     await until(lambda: kit.deps.history.ooms(), 20, "oom recorded")
-    [oom] = kit.deps.history.ooms()
-    assert oom["container"] == "hog"
+    ooms = kit.deps.history.ooms()  # one per process the kernel killed (sh, head or tr)
+    assert ooms and {oom["container"] for oom in ooms} == {"hog"}
     await until(lambda: kit.alerts("container.oom"), 5, "oom alerted")
 
 
