@@ -27,25 +27,15 @@ import agent
 from agent.api.access import AccessPolicy
 from agent.api.commands import COMMANDS
 from agent.api.server import ServerState, make_app
-from agent.api.services import Services
 from agent.api.transport import ConnectionGuard, GuardedUnixSite
 from agent.audit import Auditor
 from agent.config import Config
-from agent.configload import config_digest, effective_config, load_config
-from agent.containers.engine import DockerEngine
-from agent.containers.events import build_watchdog_service
-from agent.containers.iorate import DockerLister, IoSampler
+from agent.configload import effective_config, load_config
 from agent.errors import ConfigError
-from agent.hold import HoldStore
-from agent.host.sampler import HostSampler
-from agent.jobs.catalog import build_jobs
-from agent.jobs.records import RunRecords
-from agent.jobs.runner import JobRunner
 from agent.journal import JournalHandler, JournalWriter
 from agent.listener import SocketInUse, acquire
-from agent.notify.events import AlertLog
-from agent.store import Store
 from agent.systemd import ListenFdsError, Notifier, watchdog_loop
+from agent.wiring import build_services, start_services, stop_services
 
 log = logging.getLogger("vm-agent")
 
@@ -85,27 +75,19 @@ class Daemon:
         self.config_path = config_path
         self.notifier = Notifier()
         self.stop_event = asyncio.Event()
-        self.docker = DockerEngine(cfg.docker.host, cfg.docker.timeout_s)
-        self.sampler = HostSampler(cfg.sampling, cfg.thresholds, self.docker.summary)
-        self._bound_path: str | None = None
 
     async def run(self, sock: socket.socket, *, socket_activated: bool) -> None:
-        services = Services(config=self.cfg, config_path=self.config_path,
-                            config_digest=config_digest(self.cfg), sampler=self.sampler,
-                            hold=HoldStore(self.cfg.state_dir),
-                            socket_activated=socket_activated)
+        auditor = Auditor()
+        services = build_services(self.cfg, auditor, config_path=self.config_path,
+                                  socket_activated=socket_activated)
         guard = ConnectionGuard(max_connections=self.cfg.server.max_connections,
                                 client_timeout_s=self.cfg.server.client_timeout_s,
                                 proc_root=self.cfg.sampling.proc_root)
-        state = ServerState(services, AccessPolicy(self.cfg.access), Auditor(), guard)
-        await self._attach_jobs(services, state.auditor)
+        state = ServerState(services, AccessPolicy(self.cfg.access), auditor, guard)
         runner = web.AppRunner(make_app(COMMANDS, state), access_log=None,
-                               handle_signals=False,
-                               shutdown_timeout=_CLEANUP_GRACE_S)
+                               handle_signals=False, shutdown_timeout=_CLEANUP_GRACE_S)
         await runner.setup()
-        await self.sampler.start()
-        await self._start_io(services)
-        await self._start_containers(services, state.auditor)
+        await start_services(services)
         site = GuardedUnixSite(runner, sock, guard)
         await site.start()
         self._install_signals()
@@ -115,39 +97,6 @@ class Daemon:
                  _sock_name(sock), socket_activated)
         await self.stop_event.wait()
         await self._shutdown(runner, site, state, pinger)
-
-    async def _attach_jobs(self, services: Services, auditor: Auditor) -> None:
-        """Open the store, build the job runner, mark runs a crash interrupted as failed."""
-        services.store = services.store or Store(self.cfg.state_dir)
-        services.alerts = services.alerts or AlertLog(services.store, auditor)
-        services.docker = services.docker or self.docker
-        services.jobs = JobRunner(jobs=build_jobs(self.cfg), records=RunRecords(services.store),
-                                  config=self.cfg, auditor=auditor, hold=services.hold,
-                                  alerts=services.alerts, services=services)
-        await services.jobs.recover_stale()
-
-    async def _start_io(self, services: Services) -> None:
-        """Start the per-container disk-write sampler (``GET /v1/io``); alerts to the AlertLog."""
-        alerts = services.alerts
-        services.io = IoSampler(
-            self.cfg.io, DockerLister(self.docker), interval_s=self.cfg.sampling.interval_s,
-            cgroup_root=self.cfg.docker.cgroup_root, proc_root=self.cfg.sampling.proc_root,
-            emit=None if alerts is None else (lambda event: asyncio.to_thread(alerts.emit, event)))
-        await services.io.start()
-
-    async def _start_containers(self, services: Services, auditor: Auditor) -> None:
-        """Start the container watchdog (event stream, rechecks, backstop pass)."""
-        if services.store is None or services.alerts is None:
-            return
-        services.watchdog = build_watchdog_service(
-            self.cfg, self.docker, store=services.store, alerts=services.alerts,
-            auditor=auditor, hold=services.hold)
-        await services.watchdog.start()
-
-    async def _close_jobs(self, services: Services) -> None:
-        """Give running jobs their grace period, then cancel them (recorded as interrupted)."""
-        if services.jobs is not None:
-            await services.jobs.close()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -174,13 +123,7 @@ class Daemon:
             log.warning("%d request(s) still running after %.1f s; cancelling them",
                         state.inflight.count, timeout_s)
         await runner.cleanup()  # closes idle keep-alive connections, cancels what is left
-        await self._close_jobs(state.services)
-        await self.sampler.stop()
-        if state.services.io is not None:
-            await state.services.io.stop()
-        if state.services.watchdog is not None:
-            await state.services.watchdog.stop()
-        self.docker.close()
+        await stop_services(state.services)
         if pinger is not None:
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -27,22 +27,14 @@ from aiohttp import web
 from agent.api.access import AccessPolicy
 from agent.api.commands import COMMANDS
 from agent.api.server import ServerState, make_app
-from agent.api.services import Services
 from agent.api.transport import ConnectionGuard, GuardedUnixSite
 from agent.audit import Auditor
 from agent.config import AccessConfig, Config, DockerConfig, RoleConfig, SamplingConfig
-from agent.containers.engine import DockerEngine
-from agent.containers.events import build_watchdog_service
-from agent.containers.iorate import DockerLister, IoSampler
-from agent.hold import HoldStore
 from agent.host.sampler import HostSampler
-from agent.jobs.records import RunRecords
-from agent.jobs.runner import JobRunner
 from agent.jobs.selftest import SelfTestJob
 from agent.journal import JournalWriter
 from agent.listener import bind_unix
-from agent.notify.events import AlertLog
-from agent.store import Store
+from agent.wiring import build_services
 
 VIEWER_UID = 65534  # nobody
 NOBODY_ROLE_UID = 65533
@@ -75,31 +67,27 @@ def test_config(tmp: Path, **server: Any) -> Config:
 
 
 async def start_agent(tmp: Path, **server: Any) -> tuple[Agent, web.AppRunner, HostSampler]:
+    """The daemon's services (agent.wiring) behind the real app on a real socket.
+
+    Docker is absent (the container commands answer 503); the host sampler
+    runs; the io sampler makes one pass; the job catalog is the test job.
+    """
     cfg = test_config(tmp, **server)
-    docker = DockerEngine(cfg.docker.host, cfg.docker.timeout_s)
-    sampler = HostSampler(cfg.sampling, cfg.thresholds, docker.summary)
     stream = io.StringIO()
-    services = Services(config=cfg, config_path=None, config_digest="test",
-                        sampler=sampler, hold=HoldStore(cfg.state_dir))
-    services.io = IoSampler(cfg.io, DockerLister(docker), interval_s=cfg.sampling.interval_s)
+    auditor = Auditor(JournalWriter(socket_path=str(tmp / "no-journal.sock"), stream=stream))
+    services = build_services(cfg, auditor, config_digest="test",
+                              jobs={"selftest": SelfTestJob()})
+    assert isinstance(services.sampler, HostSampler) and services.io is not None
     await services.io.sample_once()  # one pass, no background task: Docker is absent here
     guard = ConnectionGuard(max_connections=cfg.server.max_connections,
                             client_timeout_s=cfg.server.client_timeout_s)
-    auditor = Auditor(JournalWriter(socket_path=str(tmp / "no-journal.sock"), stream=stream))
-    services.store = Store(cfg.state_dir)
-    services.jobs = JobRunner(jobs={"selftest": SelfTestJob()}, records=RunRecords(services.store),
-                              config=cfg, auditor=auditor, hold=services.hold, services=services)
-    # the container commands over the same absent Docker: they answer 503 (upstream docker)
-    services.watchdog = build_watchdog_service(cfg, docker, store=services.store, auditor=auditor,
-                                               alerts=AlertLog(services.store, auditor),
-                                               hold=services.hold)
     state = ServerState(services, AccessPolicy(cfg.access), auditor, guard)
     runner = web.AppRunner(make_app(COMMANDS, state), access_log=None, handle_signals=False)
     await runner.setup()
-    await sampler.start()
+    await services.sampler.start()
     sock = bind_unix(cfg.server.socket, mode=0o666, group=None)
     await GuardedUnixSite(runner, sock, guard).start()
-    return Agent(cfg.server.socket, stream, Path(cfg.state_dir), guard), runner, sampler
+    return Agent(cfg.server.socket, stream, Path(cfg.state_dir), guard), runner, services.sampler
 
 
 @pytest.fixture

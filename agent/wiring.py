@@ -1,0 +1,81 @@
+"""Builds, starts and stops the domain services; the daemon and the protocol tests share it.
+
+Order matters: the store and the alert log first (the job runner, the io
+sampler and the watchdog write to them), then the samplers and the watchdog.
+Stopping goes the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from agent.api.services import Services
+from agent.audit import Auditor
+from agent.config import Config
+from agent.configload import config_digest as digest_of
+from agent.containers.engine import DockerEngine
+from agent.containers.events import build_watchdog_service
+from agent.containers.iorate import DockerLister, IoSampler
+from agent.hold import HoldStore
+from agent.host.sampler import HostSampler
+from agent.jobs.base import Job
+from agent.jobs.catalog import build_jobs
+from agent.jobs.records import RunRecords
+from agent.jobs.runner import JobRunner
+from agent.notify.events import AlertLog
+from agent.store import Store
+
+
+def build_services(cfg: Config, auditor: Auditor, *, config_path: str | None = None,
+                   config_digest: str | None = None, socket_activated: bool = False,
+                   jobs: Mapping[str, Job] | None = None) -> Services:
+    """Every long-lived service for ``cfg``, built but not started.
+
+    ``jobs`` replaces the job catalog (tests register a test job);
+    ``config_digest`` defaults to the digest of ``cfg``.  Opens
+    (and creates) the SQLite store under ``cfg.state_dir``.
+    """
+    docker = DockerEngine(cfg.docker.host, cfg.docker.timeout_s)
+    store = Store(cfg.state_dir)
+    alerts = AlertLog(store, auditor)
+    hold = HoldStore(cfg.state_dir)
+    services = Services(
+        config=cfg, config_path=config_path,
+        config_digest=config_digest or digest_of(cfg),
+        sampler=HostSampler(cfg.sampling, cfg.thresholds, docker.summary), hold=hold,
+        socket_activated=socket_activated, store=store, alerts=alerts, docker=docker)
+    services.jobs = JobRunner(jobs=build_jobs(cfg) if jobs is None else dict(jobs),
+                              records=RunRecords(store), config=cfg, auditor=auditor,
+                              hold=hold, alerts=alerts, services=services)
+    services.io = IoSampler(
+        cfg.io, DockerLister(docker), interval_s=cfg.sampling.interval_s,
+        cgroup_root=cfg.docker.cgroup_root, proc_root=cfg.sampling.proc_root,
+        emit=lambda event: asyncio.to_thread(alerts.emit, event))
+    services.watchdog = build_watchdog_service(cfg, docker, store=store, alerts=alerts,
+                                               auditor=auditor, hold=hold)
+    return services
+
+
+async def start_services(services: Services) -> None:
+    """Recover interrupted runs, then start the host sampler, the io sampler and the watchdog."""
+    assert services.jobs is not None and services.io is not None
+    assert services.watchdog is not None and isinstance(services.sampler, HostSampler)
+    await services.jobs.recover_stale()
+    await services.sampler.start()
+    await services.io.start()
+    await services.watchdog.start()
+
+
+async def stop_services(services: Services) -> None:
+    """Give running jobs their grace period, then stop the samplers, the watchdog, Docker."""
+    if services.jobs is not None:
+        await services.jobs.close()
+    if isinstance(services.sampler, HostSampler):
+        await services.sampler.stop()
+    if services.io is not None:
+        await services.io.stop()
+    if services.watchdog is not None:
+        await services.watchdog.stop()
+    if services.docker is not None:
+        services.docker.close()
