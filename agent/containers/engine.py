@@ -116,8 +116,10 @@ class DockerEngine:
         """A new SDK client; asks the engine its API version (one ``GET /version``)."""
         import docker  # lazy: ~0.3 s of imports, kept out of start-up
 
+        # The socket timeout is a second longer than the asyncio bound of _call, so a
+        # silent engine is always reported by that bound, with one message.
         return docker.DockerClient(base_url=self.host, version="auto",
-                                   timeout=max(1, math.ceil(self.timeout_s)))
+                                   timeout=math.ceil(self.timeout_s) + 1)
 
 
 def _summary_of(client: DockerClient) -> DockerSummary:

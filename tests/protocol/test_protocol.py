@@ -292,6 +292,7 @@ async def test_openapi_is_the_registry(agent_server: Agent) -> None:
 def protocol_md_commands() -> dict[tuple[str, str], str]:
     """(METHOD, /path) -> role from the command table of shared/PROTOCOL.md."""
     path = Path(__file__).resolve().parents[2].parent / "shared" / "PROTOCOL.md"
+    assert path.exists(), f"the contract {path} must sit beside the checkout (as CI lays it)"
     rows = {}
     for line in path.read_text().splitlines():
         line = line.replace("\\|", "/")
