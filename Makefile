@@ -49,8 +49,8 @@ integration: venv deps
 install:  ## install the agent, units and config on this host (root)
 	scripts/install.sh $(PREFIX)
 
-bench: venv  ## speed and memory figures against a baseline
-	$(BIN)/python bench/health.py
+bench: venv  ## speed and memory figures against a baseline; issue 3's container timings
+	$(BIN)/python bench/health.py; a=$$?; $(BIN)/python bench/containers.py; b=$$?; exit $$(( a > b ? a : b ))
 
 clean:
 	rm -rf $(RUNDIR) .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from agent import clifmt
 DEFAULT_SOCKET = "/run/vm-agent/agent.sock"
 EXIT_OK, EXIT_WARN, EXIT_CRIT, EXIT_UNKNOWN = 0, 1, 2, 3
 RUN_TIMEOUT_S = 6 * 3600.0
+RESTART_TIMEOUT_S = 3600.0
 _STATUS_EXIT = {"OK": EXIT_OK, "WARN": EXIT_WARN, "CRIT": EXIT_CRIT}
 
 
@@ -200,9 +201,12 @@ def _job_parsers(sub: Any) -> None:
 
 
 def _timeout(args: argparse.Namespace) -> float:
-    """``--timeout``, else 30 s; a waited-for ``run`` gets RUN_TIMEOUT_S (jobs take minutes)."""
+    """``--timeout``, else 30 s; a waited-for ``run`` gets RUN_TIMEOUT_S (jobs take minutes),
+    restarts RESTART_TIMEOUT_S (a container may take its StopTimeout to stop)."""
     if args.timeout is not None:
         return float(args.timeout)
+    if args.cmd in ("restart", "restart-unhealthy"):
+        return RESTART_TIMEOUT_S  # the agent waits for StopTimeout + a margin per container
     return RUN_TIMEOUT_S if args.cmd == "run" and not args.no_wait else 30.0
 
 

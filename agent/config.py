@@ -329,6 +329,95 @@ class CleanupConfig:
                                max=86400)
 
 
+GIT_NAME = r"[A-Za-z0-9][A-Za-z0-9._/-]*"  # a remote or branch name (no options, no "..")
+
+
+@dataclass(frozen=True)
+class BackupRepo:
+    """One git work tree the backup-repair job keeps in line with ``remote``/``branch``."""
+
+    path: str = _f("", "absolute path of the repo's work tree", pattern=ABSOLUTE_PATH)
+    remote: str = _f("origin", "the remote to fetch from (and push to)", pattern=GIT_NAME)
+    branch: str = _f("main", "the branch checked out here and on the remote", pattern=GIT_NAME)
+    push: bool = _f(False, "push local commits the remote lacks (no force); false: report them")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for a repo without an absolute path or with '..' in a name."""
+        if not self.path.startswith("/"):
+            raise ConfigError("path", f"an absolute folder is required, got {self.path!r}")
+        for key in ("remote", "branch"):
+            if ".." in getattr(self, key):
+                raise ConfigError(key, "'..' is not allowed in a git name")
+
+
+@dataclass(frozen=True)
+class BackupRepairConfig:
+    """The backup-repair job: fetch, classify, fast-forward/push/rebase/reset per repo."""
+
+    repos: tuple[BackupRepo, ...] = _f((), "repos {path, remote, branch, push}")
+    git_timeout_s: float = _f(120.0, "timeout of one git command (fetch, push, rebase), seconds",
+                              min=1, max=3600)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` when a path is listed twice (one step per repo)."""
+        paths = [r.path for r in self.repos]
+        if len(set(paths)) != len(paths):
+            raise ConfigError("repos", f"a repo path is listed twice: {', '.join(paths)}")
+
+
+#: Alert kinds that are notifications in themselves (no OK event ever follows them).
+ONE_OFF_ALERT_KINDS = ("watchdog.restart_ok", "watchdog.restart_failed", "watchdog.gave_up",
+                       "container.oom", "job.failed", "backup.conflict")
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    """Delivery of notifications to Telegram (Bot API ``sendMessage``)."""
+
+    api_base: str = _f("https://api.telegram.org", "Bot API base URL (a self-hosted Bot API "
+                       "server works)", pattern=r"https?://[^\s/]+(/\S*)?")
+    chat_id: str = _f("", "chat id (a number, or @channelname); empty: delivery off, "
+                      "messages wait in the outbox", pattern=r"(-?[0-9]+|@[A-Za-z0-9_]{5,32})?")
+    token_file: str = _f("", "file holding the bot token, used when the systemd credential "
+                         "telegram-token ($CREDENTIALS_DIRECTORY) is absent; empty: none",
+                         pattern=r"(/.*)?")
+    timeout_s: float = _f(10.0, "timeout of one sendMessage request, seconds", min=1, max=120)
+    retry_min_s: float = _f(10.0, "first retry delay after a failed send, seconds (doubles "
+                            "per attempt)", min=1, max=3600)
+    retry_max_s: float = _f(1800.0, "longest retry delay, seconds", min=1, max=86400)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Which alert events become notifications (agent/notify/rules.py)."""
+
+    cooldown_s: float = _f(3600.0, "at most one notification per (kind, subject) in this many "
+                           "seconds; a level change held back is sent when it ends", min=0,
+                           max=7 * 86400)
+    one_off_kinds: tuple[str, ...] = _f(ONE_OFF_ALERT_KINDS, "kinds notified on every event "
+                                        "(cooldown still applies); other kinds notify on level "
+                                        "changes only", pattern=r"[a-z0-9_.]+")
+    startup_grace_s: float = _f(300.0, "at start-up, unprocessed events older than this many "
+                                "seconds update the state silently (no burst of old alerts)",
+                                min=0, max=86400)
+    poll_interval_s: float = _f(5.0, "seconds between checks for new alert events and due "
+                                "outbox messages", min=0.1, max=600)
+    host_name: str = _f("", "host name every message carries; empty: the system host name")
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """Where the weekly digest reads node_exporter's series (``GET /api/v1/query``)."""
+
+    url: str = _f("", "base URL of a Prometheus that scrapes this VM's node_exporter "
+                  "(http://127.0.0.1:9090); empty: not configured, the digest uses the agent's "
+                  "own hourly samples", pattern=r"(https?://\S+)?")
+    selector: str = _f("", "extra label matchers added to every query, e.g. "
+                       "instance=\"vm1:9100\" (empty: none)",
+                       pattern=r"[^{}]{0,200}")
+    timeout_s: float = _f(10.0, "timeout of one Prometheus query, seconds", min=0.5, max=120)
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = _sub(ServerConfig, "the protocol server")
@@ -340,6 +429,13 @@ class Config:
     watchdog: WatchdogConfig = _sub(WatchdogConfig, "the health-aware container watchdog")
     io: IoConfig = _sub(IoConfig, "per-container disk-write rates and their WARN/CRIT limits")
     cleanup: CleanupConfig = _sub(CleanupConfig, "the cleanup job's modes, steps and limits")
+    prometheus: PrometheusConfig = _sub(PrometheusConfig, "where the weekly digest reads "
+                                        "node_exporter's averages (optional)")
+    telegram: TelegramConfig = _sub(TelegramConfig, "notifications to Telegram (Bot API)")
+    alerts: AlertsConfig = _sub(AlertsConfig, "alert events -> notifications: transitions, "
+                                "cooldown, quiet start-up")
+    backup_repair: BackupRepairConfig = _sub(BackupRepairConfig, "the git backup-repair job's "
+                                             "repos")
     state_dir: str = _f("/var/lib/vm-agent", "where the hold, the run history and the "
                         "watchdog state are kept", pattern=ABSOLUTE_PATH)
     run_dir: str = _f("/run/vm-agent", "runtime files: job locks", pattern=ABSOLUTE_PATH)

@@ -18,12 +18,16 @@ from agent.containers.engine import DockerEngine
 from agent.containers.events import build_watchdog_service
 from agent.containers.iorate import DockerLister, IoSampler
 from agent.hold import HoldStore
-from agent.host.sampler import HostSampler
+from agent.host.history import HostHistory
+from agent.host.model import HostSample
+from agent.host.sampler import HostSampler, SampleSink
 from agent.jobs.base import Job
 from agent.jobs.catalog import build_jobs
 from agent.jobs.records import RunRecords
 from agent.jobs.runner import JobRunner
+from agent.notify.delivery import Notifier
 from agent.notify.events import AlertLog
+from agent.notify.outbox import Outbox
 from agent.store import Store
 
 
@@ -43,7 +47,8 @@ def build_services(cfg: Config, auditor: Auditor, *, config_path: str | None = N
     services = Services(
         config=cfg, config_path=config_path,
         config_digest=config_digest or digest_of(cfg),
-        sampler=HostSampler(cfg.sampling, cfg.thresholds, docker.summary), hold=hold,
+        sampler=HostSampler(cfg.sampling, cfg.thresholds, docker.summary,
+                            on_sample=_recorder(store)), hold=hold,
         socket_activated=socket_activated, store=store, alerts=alerts, docker=docker)
     services.jobs = JobRunner(jobs=build_jobs(cfg) if jobs is None else dict(jobs),
                               records=RunRecords(store), config=cfg, auditor=auditor,
@@ -54,7 +59,18 @@ def build_services(cfg: Config, auditor: Auditor, *, config_path: str | None = N
         emit=lambda event: asyncio.to_thread(alerts.emit, event))
     services.watchdog = build_watchdog_service(cfg, docker, store=store, alerts=alerts,
                                                auditor=auditor, hold=hold)
+    services.outbox = Outbox(store)
+    services.notifier = Notifier(cfg, store, outbox=services.outbox)
     return services
+
+
+def _recorder(store: Store) -> SampleSink:
+    """Each background host sample folded into the hourly history (SQLite off the loop)."""
+    history = HostHistory(store)
+
+    async def record(sample: HostSample) -> None:
+        await asyncio.to_thread(history.record, sample)
+    return record
 
 
 async def start_services(services: Services) -> None:
@@ -65,10 +81,14 @@ async def start_services(services: Services) -> None:
     await services.sampler.start()
     await services.io.start()
     await services.watchdog.start()
+    if services.notifier is not None:
+        await services.notifier.start()
 
 
 async def stop_services(services: Services) -> None:
     """Give running jobs their grace period, then stop the samplers, the watchdog, Docker."""
+    if services.notifier is not None:
+        await services.notifier.stop()
     if services.jobs is not None:
         await services.jobs.close()
     if isinstance(services.sampler, HostSampler):

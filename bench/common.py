@@ -44,9 +44,11 @@ def latency_summary(sorted_ns: list[int]) -> dict[str, float]:
             "max_ms": (sorted_ns[-1] if n else 0) / 1e6}
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (all its threads), seconds, from ``/proc/<pid>/stat``."""
-    text = Path(f"/proc/{pid}/stat").read_text()
+def cpu_seconds(pid: int, *, tid: int | None = None) -> float:
+    """utime + stime of ``pid`` (all its threads), seconds, from ``/proc/<pid>/stat``;
+    of its thread ``tid`` alone from ``/proc/<pid>/task/<tid>/stat``."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    text = Path(path).read_text()
     fields = text[text.rindex(")") + 2:].split()  # comm may hold spaces; fields 3.. follow
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of man 5 proc
 

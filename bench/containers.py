@@ -19,8 +19,9 @@
    (no inspect cache: every container inspected each time);
 6. ``docker ps --filter health=unhealthy`` on the same engine, for comparison.
 
-Exit status 0 when every target (:data:`TARGETS`) is met, 1 when one is
-missed, 2 when the bench itself failed.  Everything started here is stopped
+Exit status 0 when every target is met, 1 when one is
+missed, 2 when the bench itself failed (targets and table:
+bench/containers_report.py).  Everything started here is stopped
 by pid at the end, also on failure, Ctrl-C or SIGTERM.
 """
 
@@ -46,16 +47,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.fleet import CONTAINERS, UNHEALTHY, start_engine  # noqa: E402
+from bench.containers_report import table, targets  # noqa: E402
+from bench.fleet import CONTAINERS, start_engine  # noqa: E402
 from bench.servers import spawn_agent, started, write_config  # noqa: E402
 
 PASS = ("POST", "/v1/jobs/watchdog/run", {"wait": True})
 LIST = ("GET", "/v1/containers", None)
-LIMIT_MS = 150.0
-#: "health latency does not move": with passes running, p50 within 1.25x and p99 within
-#: 2x of the same figure with no pass (a change smaller than the run-to-run spread of
-#: an idle 2-core machine is not a move).
-HEALTH_P50_RATIO, HEALTH_P99_RATIO = 1.25, 2.0
 
 
 def call(sock: Path, method: str, path: str, body: Any) -> tuple[float, Any]:
@@ -93,12 +90,22 @@ def one_pass(sock: Path) -> dict[str, Any]:
             "detail": step.get("detail")}
 
 
-def pass_phase(sock: Path, rounds: int) -> dict[str, Any]:
-    """``rounds`` passes one after the other (after one warm-up)."""
+def _cpu(agent_pid: int, dockerd_pid: int) -> dict[str, float]:
+    return {"agent": common.cpu_seconds(agent_pid),
+            "agent_loop_thread": common.cpu_seconds(agent_pid, tid=agent_pid),
+            "dockerd": common.cpu_seconds(dockerd_pid)}
+
+
+def pass_phase(sock: Path, rounds: int, agent_pid: int, dockerd_pid: int) -> dict[str, Any]:
+    """``rounds`` passes one after the other (after one warm-up); timings, CPU ms per pass
+    of the agent (all threads, and its event-loop thread alone) and of dockerd."""
     one_pass(sock)
+    cpu0 = _cpu(agent_pid, dockerd_pid)
     each = [one_pass(sock) for _ in range(rounds)]
+    cpu1 = _cpu(agent_pid, dockerd_pid)
     return {"client": summary_ms([p["client_s"] for p in each]),
             "pass": summary_ms([p["pass_s"] for p in each]),
+            "cpu_ms_per_pass": {k: (cpu1[k] - cpu0[k]) / rounds * 1000 for k in cpu0},
             "statuses": sorted({p["status"] for p in each}), "detail": each[-1]["detail"]}
 
 
@@ -193,65 +200,6 @@ def wait_seen(sock: Path, timeout_s: float = 60.0) -> dict[str, Any]:
     return dict(docker)
 
 
-# -- targets and the report ----------------------------------------------------------
-
-#: (name, what, limit, "<" | "<=").
-TARGETS = (
-    ("pass_p50_ms", "watchdog pass p50 (its step's duration_s), ms", LIMIT_MS, "<"),
-    ("pass_call_p50_ms", "POST /v1/jobs/watchdog/run round trip p50, ms", LIMIT_MS, "<"),
-    ("list_p50_ms", "GET /v1/containers round trip p50, ms", LIMIT_MS, "<"),
-    ("health_p50_ratio", "health p50, passes running / no pass", HEALTH_P50_RATIO, "<="),
-    ("health_p99_ratio", "health p99, passes running / no pass", HEALTH_P99_RATIO, "<="),
-)
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target with its measured value and whether it is met."""
-    med = results["health"]["median"]
-    values = {"pass_p50_ms": results["passes"]["pass"]["p50_ms"],
-              "pass_call_p50_ms": results["passes"]["client"]["p50_ms"],
-              "list_p50_ms": results["list"]["p50_ms"],
-              "health_p50_ratio": med["passes"]["p50_ms"] / med["idle"]["p50_ms"],
-              "health_p99_ratio": med["passes"]["p99_ms"] / med["idle"]["p99_ms"]}
-    return [{"name": n, "what": w, "value": values[n], "limit": lim, "op": op,
-             "met": values[n] < lim if op == "<" else values[n] <= lim}
-            for n, w, lim, op in TARGETS]
-
-
-def _row(label: str, s: dict[str, Any]) -> str:
-    return f"  {label:52} p50 {s['p50_ms']:8.2f}  p95 {s['p95_ms']:8.2f}  max {s['max_ms']:8.2f}"
-
-
-def table(results: dict[str, Any]) -> str:
-    """The human report: machine, timings, health with/without passes, targets."""
-    m, h, ps = results["machine"], results["health"]["median"], results["docker_ps"]
-    lines = [f"vm-agent containers bench, {m['date']}: {m['nproc']} x {m['cpu_model']}, "
-             f"Linux {m['kernel']}, Python {m['python']}",
-             f"load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')}",
-             f"{CONTAINERS} running containers, {UNHEALTHY} unhealthy (opted out: decided, "
-             f"never restarted); agent saw {results['docker_seen']}", "",
-             "ms, client-side, a new connection per call:",
-             _row("GET /v1/containers (event stream followed)", results["list"]),
-             _row("GET /v1/containers (events off: every inspect)", results["list_cold"]),
-             _row("POST /v1/jobs/watchdog/run {wait: true}", results["passes"]["client"]),
-             _row("  of which the pass (step duration_s)", results["passes"]["pass"]),
-             _row("docker ps --filter health=unhealthy", ps) if "p50_ms" in ps
-             else f"  docker ps: {ps.get('error')}",
-             f"  last pass: {results['passes']['detail']}", "",
-             "GET /v1/health, keep-alive sequential, median of rounds (ms):",
-             f"  {'':24} {'p50':>8} {'p99':>8} {'max':>8}"]
-    for side, label in (("idle", "no pass running"), ("passes", "passes back to back")):
-        lines.append(f"  {label:24} {h[side]['p50_ms']:8.3f} {h[side]['p99_ms']:8.3f} "
-                     f"{h[side]['max_ms']:8.3f}")
-    share = [r["passes"]["busy_share"] for r in results["health"]["rounds"]]
-    lines += [f"  a pass was running {min(share):.0%}-{max(share):.0%} of the time", "",
-              "targets:"]
-    for t in results["targets"]:
-        verdict = "met" if t["met"] else "MISSED"
-        lines.append(f"  {t['what']:52} {t['value']:8.3f} {t['op']} {t['limit']:<5g} {verdict}")
-    return "\n".join(lines)
-
-
 # -- main ----------------------------------------------------------------------------
 
 def _cold_list(stack: contextlib.ExitStack, tmp: Path, host: str,
@@ -269,14 +217,14 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path) -> dic
     """Every phase; the results dict."""
     results: dict[str, Any] = {"machine": common.machine(), "settings": vars(args).copy()}
     print(f"starting the test engine and {CONTAINERS} containers ...", flush=True)
-    host = start_engine(stack).host
-    sock = tmp / "agent/agent.sock"
-    started(stack, spawn_agent(write_config(tmp, host), tmp / "agent"), sock)
+    engine = start_engine(stack)
+    host, sock = engine.host, tmp / "agent/agent.sock"
+    agent = started(stack, spawn_agent(write_config(tmp, host), tmp / "agent"), sock)
     results["docker_seen"] = wait_seen(sock)
     time.sleep(2.0)  # the agent's first pass (1 s after start) and event stream are done
     print(f"GET /v1/containers and watchdog passes x {args.rounds} ...", flush=True)
     results["list"] = list_phase(sock, args.rounds)
-    results["passes"] = pass_phase(sock, args.rounds)
+    results["passes"] = pass_phase(sock, args.rounds, agent.pid, engine.pid or 0)
     print("GET /v1/health with and without passes ...", flush=True)
     results["health"] = health_phase(sock, args.health_rounds, args.health_requests)
     results["list_cold"] = _cold_list(stack, tmp, host, args.rounds)

@@ -239,10 +239,10 @@ install_sudoers() {
   say "installed /etc/sudoers.d/vm-agent (visudo -cf: ok)"
 }
 
-# Timers whose job the agent runs today; backup-repair, healthcheck and digest
-# are installed but not enabled until their jobs exist (GET /v1/jobs shows
-# them with available: false), so no timer fails every 10 minutes meanwhile.
-ENABLED_JOBS=(cleanup-standard cleanup-weekly cleanup-monthly watchdog)
+# Timers whose job the agent runs today (a timer is enabled only once its job
+# exists, so that no timer fails every 10 minutes meanwhile).
+ENABLED_JOBS=(cleanup-standard cleanup-weekly cleanup-monthly watchdog backup-repair
+  healthcheck digest)
 
 enable_timers() {
   local timers=() j

@@ -38,6 +38,8 @@ def _schema(hint: Any, meta: typing.Mapping[str, Any]) -> dict[str, Any]:
     for ours, theirs in mapping.items():
         if ours in meta:
             value = meta[ours]
+            if ours == "pattern":  # ours are full matches; JSON Schema patterns search
+                value = f"^(?:{value})$"
             schema[theirs] = list(value) if ours == "choices" else value
     return schema
 

@@ -100,7 +100,7 @@ def _from_query(name: str, base: Any, value: str) -> Any:
             raise BadRequest(name, f"{name} must be true or false, got {value!r}")
         return _QUERY_BOOLS[value.lower()]
     if base is int:
-        if not re.fullmatch(r"-?\d{1,18}", value):
+        if not re.fullmatch(r"-?[0-9]{1,18}", value):
             raise BadRequest(name, f"{name} must be an integer, got {value!r}")
         return int(value)
     if base is float:

@@ -187,6 +187,8 @@ def _merge(request: web.Request, body: dict[str, Any]) -> tuple[dict[str, Any], 
         values = request.query.getall(key)
         if len(values) > 1:
             raise BadRequest(key, f"{key} given more than once")
+        if key in request.match_info:
+            raise BadRequest(key, f"{key} is part of the path; it cannot be given again")
         query[key] = values[0]
     raw: dict[str, Any] = {**dict(request.match_info), **query}
     for key, value in body.items():

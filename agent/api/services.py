@@ -13,7 +13,9 @@ from agent.containers.iorate import IoSampler
 from agent.hold import HoldStore
 from agent.host.model import HostSample
 from agent.jobs.runner import JobRunner
+from agent.notify.delivery import Notifier
 from agent.notify.events import AlertLog
+from agent.notify.outbox import Outbox
 from agent.store import Store
 
 
@@ -38,3 +40,5 @@ class Services:
     jobs: JobRunner | None = None  # the job runner (agent.jobs.runner)
     io: IoSampler | None = None  # per-container disk-write rates (GET /v1/io)
     watchdog: WatchdogService | None = None  # containers + watchdog (agent.containers)
+    outbox: Outbox | None = None  # durable notification queue (agent.notify.outbox)
+    notifier: Notifier | None = None  # alerts -> outbox -> Telegram (agent.notify.delivery)

@@ -159,6 +159,7 @@ def _restart_sync(client: DockerClient, container_id: str, stop_timeout_s: int,
                   http_timeout_s: float) -> None:
     """What ``APIClient.restart`` does, with the HTTP timeout covering stop + margin (the
     SDK's own adds only its client timeout to ``t``)."""
+    from docker.errors import APIError
     from docker.errors import NotFound as DockerNotFound
 
     api: Any = client.api
@@ -168,6 +169,11 @@ def _restart_sync(client: DockerClient, container_id: str, stop_timeout_s: int,
         api._raise_for_status(res)
     except DockerNotFound:
         raise NotFound(f"container {container_id[:12]} is gone") from None
+    except APIError as exc:  # removed while stopping: Docker says so with a 409/500
+        if "marked for removal" in str(exc.explanation or "") or \
+                "removal of container" in str(exc.explanation or ""):
+            raise NotFound(f"container {container_id[:12]} is being removed") from None
+        raise
 
 
 def _log_line(line: str) -> dict[str, str]:

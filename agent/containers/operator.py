@@ -47,7 +47,8 @@ async def restart_one(deps: WatchdogDeps, name: str) -> dict[str, Any]:
 
 
 async def restart_unhealthy(deps: WatchdogDeps) -> list[dict[str, Any]]:
-    """Restart every running unhealthy, unprotected container within budget.
+    """Restart every running unhealthy container that is neither protected nor opted out
+    (label ``vm-agent.watchdog=off``), within budget.
 
     Per container ``{name, id, result, took_s, error, reason, retry_after_s}``;
     ``result`` is restarted, failed, vanished or skipped (``reason`` says why).
@@ -68,6 +69,8 @@ async def restart_unhealthy(deps: WatchdogDeps) -> list[dict[str, Any]]:
 async def _maybe_restart(deps: WatchdogDeps, c: Container) -> dict[str, Any]:
     if c.name in deps.config.protected:
         return _skipped(c, "protected (watchdog.protected)")
+    if c.opted_out:
+        return _skipped(c, "opted out (label vm-agent.watchdog=off)")
     wait = retry_after_s(await _history_of(deps, c), deps.clock(), deps.config)
     if wait is not None:
         return {**_skipped(c, "restart budget spent"), "retry_after_s": round(wait, 3)}

@@ -33,6 +33,7 @@ from agent.host.procstat import StatSnapshot, cpu_sample, read_stat
 log = logging.getLogger(__name__)
 
 DockerProbe = Callable[[], Awaitable[DockerSummary]]
+SampleSink = Callable[[HostSample], Awaitable[None]]  # e.g. agent.host.history (per sample)
 NOT_SAMPLED = DockerSummary(available=False, error="not sampled yet")
 Stamped = tuple[StatSnapshot, float]  # a /proc/stat snapshot and its time.monotonic()
 
@@ -56,11 +57,15 @@ class HostSampler:
     ``docker_probe`` returns a :class:`DockerSummary` (``available=False`` with
     ``error`` when Docker is down); an exception or a run longer than
     ``docker_timeout_s`` (default ``interval_s``) is turned into such a summary.
+    ``on_sample`` is awaited with each background sample (its errors are logged, never
+    fatal): the hourly history recorder.
     """
 
     def __init__(self, sampling: SamplingConfig, thresholds: ThresholdsConfig,
                  docker_probe: DockerProbe, *, disk_timeout_s: float = 2.0,
-                 docker_timeout_s: float | None = None) -> None:
+                 docker_timeout_s: float | None = None,
+                 on_sample: SampleSink | None = None) -> None:
+        self._on_sample = on_sample
         self._sampling = sampling
         self._thresholds = thresholds
         self._probe = docker_probe
@@ -127,6 +132,7 @@ class HostSampler:
     async def _refresh(self, first: Stamped | None) -> None:
         try:
             self._cache = await self._collect(first)
+            await self._record(self._cache)
             if self.last_error is not None:
                 log.info("host sampling recovered")
             self.last_error = None
@@ -137,6 +143,14 @@ class HostSampler:
             self.last_error = repr(exc)
         finally:
             self._first_done.set()
+
+    async def _record(self, sample: HostSample) -> None:
+        if self._on_sample is None:
+            return
+        try:
+            await self._on_sample(sample)
+        except Exception as exc:
+            log.warning("host sample not recorded: %r", exc)
 
     async def _docker_loop(self) -> None:
         while True:

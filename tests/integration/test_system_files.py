@@ -72,7 +72,7 @@ def test_sudoers_grants_only_exact_vm_agentctl_lines() -> None:
     modes = [[], *(["--mode", m] for m in ("standard", "weekly", "monthly"))]
     expected = {" ".join([CTL, "run", "cleanup", *m, *d]) for m in modes
                 for d in ([], ["--dry-run"])}
-    expected |= {f"{CTL} unhold", f"{CTL} ^hold [A-Za-z0-9][A-Za-z0-9 ._-]*$"}
+    expected |= {f"{CTL} unhold", f"{CTL} ^hold [A-Za-z0-9][A-Za-z0-9 ._/-]*$"}
     assert set(commands) == expected
     assert not any("*" in c and "^" not in c for c in commands)  # no glob wildcards
     rules = [line for line in text.splitlines() if line.startswith("%")]
@@ -81,9 +81,10 @@ def test_sudoers_grants_only_exact_vm_agentctl_lines() -> None:
 
 def test_hold_reason_pattern_refuses_options() -> None:
     """The hold regex as sudo applies it (POSIX ERE, whole argument string)."""
-    pattern = re.compile(r"^hold [A-Za-z0-9][A-Za-z0-9 ._-]*$")
+    pattern = re.compile(r"^hold [A-Za-z0-9][A-Za-z0-9 ._/-]*$")
     assert pattern.match("hold disk investigation by ops-1")
-    for bad in ("hold", "hold --socket /tmp/x", "hold -x", "hold a;rm", "hold a/b",
+    assert pattern.match("hold migrating /var/lib/docker")  # README's example
+    for bad in ("hold", "hold --socket /tmp/x", "hold -x", "hold a;rm", "hold /etc",
                 "unhold", "run cleanup"):
         assert not pattern.match(bad), bad
 

@@ -366,3 +366,15 @@ async def test_slow_body_is_a_bad_request_naming_the_body(short_tmp: Path) -> No
     finally:
         await runner.cleanup()
         await sampler.stop()
+
+
+async def test_query_cannot_override_a_path_parameter(agent_server: Agent) -> None:
+    status, env = await request(agent_server, "GET", "/v1/runs/11?id=10")
+    assert_error(status, env, 400, "bad_request")
+    assert env["error"]["details"]["field"] == "id"
+
+
+async def test_integers_are_ascii_digits_only(agent_server: Agent) -> None:
+    status, env = await request(agent_server, "GET", "/v1/jobs/selftest/runs?limit=%EF%BC%95")
+    assert_error(status, env, 400, "bad_request")
+    assert env["error"]["details"]["field"] == "limit"
