@@ -64,16 +64,19 @@ class Git:
 @dataclass(frozen=True)
 class Inspection:
     """A repo's local state: ``broken`` says why nothing may be done (None: healthy);
-    ``rebasing`` a rebase is half done (``rebase-merge/`` or ``rebase-apply/``)."""
+    ``rebasing`` a rebase is half done (``rebase-merge/`` or ``rebase-apply/``);
+    ``repo`` the path is the top of a work tree git accepts."""
 
     broken: str | None
     rebasing: bool = False
+    repo: bool = True
 
 
 async def inspect(git: Git, *, remote: str, branch: str) -> Inspection:
     """Classify the local state of ``git.path`` (read-only; no network).
 
-    Broken, in this order: not a folder, not the top of a work tree, an
+    Broken, in this order: not a folder, not the top of a work tree (or one
+    owned by another user, which git refuses: ``safe.directory``), an
     operation other than a rebase in progress, a leftover ``index.lock``,
     detached HEAD or another branch checked out, no such remote, no commit on
     ``branch``, a dirty work tree (tracked files changed; untracked files are
@@ -81,11 +84,15 @@ async def inspect(git: Git, *, remote: str, branch: str) -> Inspection:
     aborts it), not as broken.
     """
     if not await asyncio.to_thread(os.path.isdir, git.path):
-        return Inspection("not a folder")
+        return Inspection("not a folder", repo=False)
     top = await git.try_run("rev-parse", "--show-toplevel")
+    if "dubious ownership" in top.stderr:
+        return Inspection("git refuses a repo owned by another user (dubious ownership; "
+                          "see git config safe.directory)", repo=False)
     if top.returncode != 0 or not _same_dir(top.stdout.strip(), git.path):
         return Inspection("not a git work tree" if top.returncode else
-                          f"not the top of a work tree (that is {top.stdout.strip()})")
+                          f"not the top of a work tree (that is {top.stdout.strip()})",
+                          repo=False)
     git_dir = Path(await git.out("rev-parse", "--absolute-git-dir"))
     if await asyncio.to_thread(_rebasing, git_dir):
         return Inspection(None, rebasing=True)

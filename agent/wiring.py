@@ -48,7 +48,7 @@ def build_services(cfg: Config, auditor: Auditor, *, config_path: str | None = N
         config=cfg, config_path=config_path,
         config_digest=config_digest or digest_of(cfg),
         sampler=HostSampler(cfg.sampling, cfg.thresholds, docker.summary,
-                            on_sample=_recorder(store)), hold=hold,
+                            on_sample=host_recorder(store)), hold=hold,
         socket_activated=socket_activated, store=store, alerts=alerts, docker=docker)
     services.jobs = JobRunner(jobs=build_jobs(cfg) if jobs is None else dict(jobs),
                               records=RunRecords(store), config=cfg, auditor=auditor,
@@ -64,7 +64,7 @@ def build_services(cfg: Config, auditor: Auditor, *, config_path: str | None = N
     return services
 
 
-def _recorder(store: Store) -> SampleSink:
+def host_recorder(store: Store) -> SampleSink:
     """Each background host sample folded into the hourly history (SQLite off the loop)."""
     history = HostHistory(store)
 

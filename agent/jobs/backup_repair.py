@@ -106,8 +106,8 @@ class Repair:
         return f"refs/remotes/{self.repo.remote}/{self.repo.branch}"
 
     async def run(self) -> StepResult:
-        self.before = await self.tip()
         found = await inspect(self.git, remote=self.repo.remote, branch=self.repo.branch)
+        self.before = await self.tip() if found.repo else None
         if found.rebasing:
             if self.dry_run:
                 return await self.done("would abort the leftover rebase, then repair")
@@ -123,6 +123,9 @@ class Repair:
         return await _HANDLERS[self.state](self, upstream, ahead, behind)
 
     async def tip(self) -> str | None:
+        """The configured branch's commit (None: no such branch, or not a repo)."""
+        if self.state == "broken" and self.before is None:
+            return None
         return await self.git.commit(f"refs/heads/{self.repo.branch}")
 
     async def remote_commit(self) -> str | StepResult:

@@ -116,19 +116,20 @@ def promql(days: int, mounts: tuple[str, ...], selector: str = "") -> dict[str, 
 
     steal: mean over CPUs of ``rate(node_cpu_seconds_total{mode="steal"}[5m])`` x 100,
     averaged (``avg_over_time``, 5 min steps); mem: average MemAvailable; swap: peak of
-    SwapTotal - SwapFree (``man 5 proc``); disk: peak used % per mountpoint of ``mounts``,
+    SwapTotal - SwapFree (``man 5 proc``) as max(SwapTotal) - min(SwapFree) over raw
+    samples, so a spike between subquery steps is not missed (exact while SwapTotal does
+    not change); disk: peak used % per mountpoint of ``mounts`` (5 min steps),
     used / (used + available) as ``df`` computes it (used = size - free).
     """
     r = f"{days}d"
     fs = _sel(selector, 'mountpoint=~"' + "|".join(re.escape(m) for m in mounts) + '"')
     used = f"(node_filesystem_size_bytes{fs} - node_filesystem_free_bytes{fs})"
-    swap = f"(node_memory_SwapTotal_bytes{_sel(selector)} - node_memory_SwapFree_bytes" \
-           f"{_sel(selector)})"
     steal = _sel(selector, 'mode="steal"')
     return {
         "steal": f"100 * avg(avg_over_time(rate(node_cpu_seconds_total{steal}[5m])[{r}:5m]))",
         "mem": f"avg(avg_over_time(node_memory_MemAvailable_bytes{_sel(selector)}[{r}]))",
-        "swap": f"max(max_over_time({swap}[{r}:5m]))",
+        "swap": f"max(max_over_time(node_memory_SwapTotal_bytes{_sel(selector)}[{r}]) - "
+                f"min_over_time(node_memory_SwapFree_bytes{_sel(selector)}[{r}]))",
         "disk": f"max by (mountpoint) (max_over_time((100 * {used} / ({used} + "
                 f"node_filesystem_avail_bytes{fs}))[{r}:5m]))",
     }

@@ -176,7 +176,7 @@ async def test_conflict_is_aborted_alerted_and_the_repo_left_as_it_was(kit: Kit)
     assert s["error"].startswith("diverged: rebase conflict, aborted (repo left as it was)")
     assert f"no reset: 1 local commits are not on the remote ({mine[:12]})" in s["error"]
     assert kit.tip(kit.local) == mine and (kit.local / "a.txt").read_text() == "one\nMINE\nthree\n"
-    refs, status, names = snapshot(kit.local)
+    _refs, status, names = snapshot(kit.local)
     assert status == before[1] == "" and "rebase-merge" not in names
     assert names.replace(" ORIG_HEAD", "") == before[2]  # ORIG_HEAD: git's own pointer
     assert list(kit.safety_refs().values()) == [mine]
@@ -233,7 +233,10 @@ async def test_broken_repos_are_reported_and_left_alone(kit: Kit, breakage: str,
     rec = await kit.run()
     s = step(rec)
     assert rec["status"] == "failed" and s["error"].startswith("broken: " + expect), s
-    if breakage != "not-a-repo":
+    if breakage == "not-a-repo":
+        assert before_after(s["detail"]) == ("none", "none")
+    else:
+        assert before_after(s["detail"]) == (old, old)
         assert kit.tip(kit.local) == old
         assert git(kit.local, "rev-parse", "origin/main") == old  # not even fetched
     if breakage == "dirty":
@@ -279,7 +282,11 @@ async def test_hold_refuses_a_real_run_and_a_dry_run_changes_nothing(kit: Kit) -
     kit.hold.set("test", by="pytest")
     with pytest.raises(Locked):
         await kit.run()
-    git(kit.local, "fetch", "-q", "origin")  # the dry-run needs the objects to classify
+    assert snapshot(kit.local) == before
+    rec = await kit.run(dry_run=True)  # the remote's new commit is not here: no fetch in a dry-run
+    assert step(rec)["status"] == "planned" and "not fetched yet" in step(rec)["detail"]
+    assert snapshot(kit.local) == before
+    git(kit.local, "fetch", "-q", "origin")  # now the dry-run can classify
     before = snapshot(kit.local)
     rec = await kit.run(dry_run=True)
     s = step(rec)

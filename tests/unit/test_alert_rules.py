@@ -11,8 +11,9 @@ import io
 from dataclasses import replace
 from pathlib import Path
 
-from agent.audit import Auditor, JournalWriter
+from agent.audit import Auditor
 from agent.config import AlertsConfig, Config
+from agent.journal import JournalWriter
 from agent.notify.delivery import Notifier, backoff_s
 from agent.notify.events import AlertEvent, AlertLevel, AlertLog
 from agent.notify.outbox import Outbox
@@ -32,7 +33,7 @@ def run(levels: list[tuple[AlertLevel, float]], *, kind: str = "io.write_rate",
         cfg: AlertsConfig = CFG) -> list[str]:
     """The reasons decide() gives for a sequence of (level, at) events of one subject."""
     state: AlertState | None = None
-    reasons = []
+    reasons: list[str] = []
     for i, (level, at) in enumerate(levels, 1):
         d = decide(ev(level, at, kind=kind, eid=i), state, cfg)
         assert (d.text is not None) == (d.reason not in ("steady", "cooldown", "baseline"))
@@ -103,11 +104,11 @@ class Clock:
         return self.now
 
 
-def setup(tmp: Path, clock: Clock, **alerts: float) -> tuple[Store, AlertLog, Notifier]:
+def setup(tmp: Path, clock: Clock) -> tuple[Store, AlertLog, Notifier]:
     store = Store(tmp / "state")
     log = AlertLog(store, Auditor(JournalWriter(socket_path=str(tmp / "no.sock"),
                                                 stream=io.StringIO())))
-    cfg = Config(alerts=AlertsConfig(cooldown_s=600.0, startup_grace_s=300.0, **alerts))
+    cfg = Config(alerts=AlertsConfig(cooldown_s=600.0, startup_grace_s=300.0))
     return store, log, Notifier(cfg, store, credentials_dir=str(tmp / "none"), clock=clock)
 
 

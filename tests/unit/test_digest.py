@@ -1,9 +1,10 @@
-"""The weekly digest from the agent's own records: exact figures, missing data said, one per week."""
+"""The weekly digest from the agent's records: exact figures, missing data said, once a week."""
 
 from __future__ import annotations
 
 import socket
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from agent.host.model import (
     MemorySample,
 )
 from agent.jobs.base import StepResult
-from agent.jobs.digest import Digest, build_digest, dedupe_key, digest_text, iso_week, top_action
+from agent.jobs.digest import build_digest, dedupe_key, digest_text, iso_week, top_action
 from agent.jobs.digest_data import NO_AGENT_DATA, promql
 from agent.jobs.records import RunRecords
 from agent.notify.outbox import Outbox
@@ -32,7 +33,6 @@ T = ThresholdsConfig()
 
 
 def at(iso: str) -> float:
-    from datetime import datetime
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
@@ -136,9 +136,8 @@ async def test_unreachable_prometheus_falls_back_and_says_why(store: Store) -> N
     assert "- CPU steal: 4.0 % average" in text
 
 
-def test_top_action_follows_the_documented_order(store: Store) -> None:
-    import asyncio
-    d = asyncio.run(build_digest(store, Config(), end=END))
+async def test_top_action_follows_the_documented_order(store: Store) -> None:
+    d = await build_digest(store, Config(), end=END)
     no_backup = replace(d, store=replace(d.store, backup_failures=0))
     assert top_action(no_backup, T).startswith("look into api: the watchdog restarted it 2")
     full = replace(no_backup, host=replace(d.host, disk_peak_percent={"/": 95.0, "/d": 91.0}))
@@ -172,8 +171,9 @@ def test_prometheus_queries_use_node_exporter_series() -> None:
                           'instance="vm1:9100"}[5m])[7d:5m]))')
     assert q["mem"] == ('avg(avg_over_time(node_memory_MemAvailable_bytes'
                         '{instance="vm1:9100"}[7d]))')
-    assert q["swap"] == ('max(max_over_time((node_memory_SwapTotal_bytes{instance="vm1:9100"}'
-                         ' - node_memory_SwapFree_bytes{instance="vm1:9100"})[7d:5m]))')
+    assert q["swap"] == ('max(max_over_time(node_memory_SwapTotal_bytes{instance="vm1:9100"}'
+                         '[7d]) - min_over_time(node_memory_SwapFree_bytes'
+                         '{instance="vm1:9100"}[7d]))')
     fs = '{mountpoint=~"/|/data",instance="vm1:9100"}'
     used = f"(node_filesystem_size_bytes{fs} - node_filesystem_free_bytes{fs})"
     assert q["disk"] == (f"max by (mountpoint) (max_over_time((100 * {used} / ({used} + "
@@ -181,5 +181,28 @@ def test_prometheus_queries_use_node_exporter_series() -> None:
     assert promql(7, ("/",))["mem"] == "avg(avg_over_time(node_memory_MemAvailable_bytes[7d]))"
 
 
-def test_digest_is_a_frozen_record() -> None:
-    assert Digest.__dataclass_params__.frozen  # type: ignore[attr-defined]
+def test_host_hourly_folds_samples_per_utc_hour_and_prunes(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    hist = HostHistory(s)
+    hist.record(host("2026-11-24T10:00:00Z", steal=1.0, avail=5 * 10**9, swap=10,
+                     disks={"/": 40.0}, unhealthy=None))
+    hist.record(host("2026-11-24T10:59:59Z", steal=3.0, avail=3 * 10**9, swap=30,
+                     disks={"/": 45.0}, unhealthy=2))
+    hist.record(host("2026-11-24T11:00:00Z", steal=8.0, avail=1 * 10**9, swap=20,
+                     disks={"/": 41.0}, unhealthy=None))
+    rows = [dict(r) for r in s.query("SELECT * FROM host_hourly ORDER BY hour")]
+    assert rows == [
+        {"hour": at("2026-11-24T10:00:00Z"), "samples": 2, "steal_sum": 4.0,
+         "mem_avail_min": 3 * 10**9, "mem_avail_sum": 8e9, "swap_used_max": 30,
+         "unhealthy_max": 2},
+        {"hour": at("2026-11-24T11:00:00Z"), "samples": 1, "steal_sum": 8.0,
+         "mem_avail_min": 1 * 10**9, "mem_avail_sum": 1e9, "swap_used_max": 20,
+         "unhealthy_max": None},
+    ]
+    assert [r["used_percent_max"] for r in s.query(
+        "SELECT used_percent_max FROM host_hourly_disk ORDER BY hour")] == [45.0, 41.0]
+    hist.record(host("2027-01-24T11:00:00Z", steal=0.0, avail=1, swap=0, disks={},
+                     unhealthy=0))  # 61 days on: the old hours are pruned
+    assert [r["hour"] for r in s.query("SELECT hour FROM host_hourly")] == [
+        at("2027-01-24T11:00:00Z")]
+    assert s.query("SELECT COUNT(*) AS n FROM host_hourly_disk")[0]["n"] == 0

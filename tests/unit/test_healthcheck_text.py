@@ -90,7 +90,7 @@ def test_swap_cached_at_the_limit_is_ok() -> None:
 ])
 def test_each_metric_line_has_value_limit_and_advice(parts: dict[str, object], expected: str,
                                                      advice: str) -> None:
-    text = text_of(sample(**parts))
+    text = text_of(sample(**parts))  # type: ignore[arg-type]
     lines = text.splitlines()
     assert len(lines) == 3, text  # header, count, the one finding
     assert lines[2].startswith(expected + ". "), lines[2]
