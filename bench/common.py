@@ -12,10 +12,15 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -149,3 +154,28 @@ def request_json(sock_path: str, method: str, url_path: str, body: Any = None,
     status_line, _, rest = b"".join(chunks).partition(b"\r\n")
     _head, _, answer = rest.partition(b"\r\n\r\n")
     return int(status_line.split()[1]), json.loads(answer)
+
+
+def bench_main(args: Any, run: Callable[[Any, contextlib.ExitStack[Any], Path], dict[str, Any]],
+               table: Callable[[dict[str, Any]], str], *, prefix: str) -> int:
+    """Run one bench script: temp dir, cleanup on SIGTERM, table, ``--json``.
+
+    Returns 0 when every target is met, 1 when one is missed, 2 when the
+    bench itself failed (everything it started is stopped by ``run``'s stack).
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds the cleanup below
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        with contextlib.ExitStack() as stack:
+            results = run(args, stack, tmp)
+    except Exception:  # the bench failed, not a target: say why, exit 2
+        traceback.print_exc()
+        print("bench failed (see above); everything it started was stopped", file=sys.stderr)
+        return 2
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if all(t["met"] for t in results["targets"]) else 1

@@ -31,14 +31,11 @@ import argparse
 import contextlib
 import json
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +45,7 @@ if str(ROOT) not in sys.path:
 
 from bench import common  # noqa: E402
 from bench.containers_report import table, targets  # noqa: E402
-from bench.fleet import CONTAINERS, start_engine  # noqa: E402
+from bench.fleet import CONTAINERS, UNHEALTHY, start_engine  # noqa: E402
 from bench.servers import spawn_agent, started, write_config  # noqa: E402
 
 PASS = ("POST", "/v1/jobs/watchdog/run", {"wait": True})
@@ -73,11 +70,15 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
 
 
 def list_phase(sock: Path, rounds: int) -> dict[str, Any]:
-    """``GET /v1/containers`` ``rounds`` times after one warm-up; timings and row counts."""
+    """``GET /v1/containers`` ``rounds`` times after one warm-up; timings and row counts.
+
+    RuntimeError unless every answer lists every container and the unhealthy ones."""
     call(sock, *LIST)
     each = [call(sock, *LIST) for _ in range(rounds)]
     rows = {len(data) for _, data in each}
     unhealthy = {sum(r["health"] == "unhealthy" for r in data) for _, data in each}
+    if rows != {CONTAINERS} or unhealthy != {UNHEALTHY}:
+        raise RuntimeError(f"GET /v1/containers: {rows} rows, {unhealthy} unhealthy")
     return {**summary_ms([t for t, _ in each]), "rows": sorted(rows),
             "unhealthy_rows": sorted(unhealthy)}
 
@@ -251,22 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.rounds, args.health_rounds, args.health_requests = 10, 1, 5000
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds the cleanup below
-    tmp = Path(tempfile.mkdtemp(prefix="vmbench-ct-", dir="/tmp"))
-    try:
-        with contextlib.ExitStack() as stack:
-            results = run(args, stack, tmp)
-    except Exception:  # the bench failed, not a target: say why, exit 2
-        traceback.print_exc()
-        print("bench failed (see above); everything it started was stopped", file=sys.stderr)
-        return 2
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0 if all(t["met"] for t in results["targets"]) else 1
+    return common.bench_main(args, run, table, prefix="vmbench-ct-")
 
 
 if __name__ == "__main__":

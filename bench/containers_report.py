@@ -51,8 +51,8 @@ def table(results: dict[str, Any]) -> str:
              _row("GET /v1/containers (events off: every inspect)", results["list_cold"]),
              _row("POST /v1/jobs/watchdog/run {wait: true}", results["passes"]["client"]),
              _row("  of which the pass (step duration_s)", results["passes"]["pass"]),
-             _row("docker ps --filter health=unhealthy", ps) if "p50_ms" in ps
-             else f"  docker ps: {ps.get('error')}",
+             _row(f"docker ps --filter health=unhealthy (lists {ps['unhealthy_listed']})", ps)
+             if "p50_ms" in ps else f"  docker ps: {ps.get('error')}",
              f"  last pass: {results['passes']['detail']}",
              "  CPU per pass, ms: " + ", ".join(
                  f"{k} {v:.1f}" for k, v in results["passes"]["cpu_ms_per_pass"].items()), "",

@@ -28,15 +28,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -221,22 +217,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run, print the table, write ``--json``; 0 all met, 1 a target missed, 2 failure."""
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds the cleanup below
-    tmp = Path(tempfile.mkdtemp(prefix="vmbench-", dir="/tmp"))
-    try:
-        with contextlib.ExitStack() as stack:
-            results = run(args, stack, tmp)
-    except Exception:  # the bench failed, not a target: say why, exit 2
-        traceback.print_exc()
-        print("bench failed (see above); everything it started was stopped", file=sys.stderr)
-        return 2
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(report.table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0 if all(t["met"] for t in results["targets"]) else 1
+    return common.bench_main(args, run, report.table, prefix="vmbench-")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ was silently skipped.  ``xfail`` results are left alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+import shutil
+import tempfile
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +48,13 @@ def pytest_make_collect_report(
     report = yield
     _fail_skip(report)
     return report
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A world-traversable temp dir with a short path: AF_UNIX paths are at most 108
+    bytes, and clients run as other uids must reach the sockets in it."""
+    path = Path(tempfile.mkdtemp(prefix="vmt-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -2,93 +2,43 @@
 
 from __future__ import annotations
 
-import io
 import json
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from agent.api.access import AccessPolicy
-from agent.api.commands import COMMANDS
-from agent.api.server import ServerState, make_app
-from agent.api.services import Services
-from agent.api.transport import ConnectionGuard, GuardedUnixSite
-from agent.audit import Auditor
-from agent.config import DockerConfig, WatchdogConfig
-from agent.containers.engine import DockerEngine
-from agent.containers.events import build_watchdog_service
-from agent.hold import HoldStore
-from agent.host.sampler import HostSampler
-from agent.journal import JournalWriter
-from agent.listener import bind_unix
-from agent.notify.events import AlertLog
-from agent.store import Store
 from tests.integration.dockerd import TestEngine
 from tests.integration.watchdog_kit import run_flip, state, wait_for
-from tests.protocol.conftest import VIEWER_UID, Agent, request, request_as
-from tests.protocol.conftest import test_config as base_config
+from tests.protocol.conftest import VIEWER_UID, Agent, request, request_as, start_agent
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Served:
-    agent: Agent
-    services: Services
-
-
-async def serve(tmp: Path, docker_host: str, **watchdog: Any) -> tuple[Served, web.AppRunner]:
-    cfg = base_config(tmp)
-    cfg = replace(cfg, docker=DockerConfig(host=docker_host, timeout_s=5),
-                  watchdog=replace(WatchdogConfig(), **watchdog))
-    stream = io.StringIO()
-    auditor = Auditor(JournalWriter(socket_path=str(tmp / "no-journal.sock"), stream=stream))
-    docker = DockerEngine(cfg.docker.host, cfg.docker.timeout_s)
-    hold, store = HoldStore(cfg.state_dir), Store(cfg.state_dir)
-    services = Services(config=cfg, config_path=None, config_digest="test",
-                        sampler=HostSampler(cfg.sampling, cfg.thresholds, docker.summary),
-                        hold=hold, store=store)
-    services.watchdog = build_watchdog_service(cfg, docker, store=store, hold=hold,
-                                               alerts=AlertLog(store, auditor), auditor=auditor)
-    guard = ConnectionGuard(max_connections=16, client_timeout_s=10)
-    runner = web.AppRunner(make_app(COMMANDS, ServerState(services, AccessPolicy(cfg.access),
-                                                          auditor, guard)),
-                           access_log=None, handle_signals=False)
-    await runner.setup()
-    sock = bind_unix(cfg.server.socket, mode=0o666, group=None)
-    await GuardedUnixSite(runner, sock, guard).start()
-    return Served(Agent(cfg.server.socket, stream, Path(cfg.state_dir), guard), services), runner
+async def serve(tmp: Path, docker_host: str, **watchdog: Any) -> tuple[Agent, web.AppRunner]:
+    """The protocol test agent (tests/protocol/conftest.py) on the tests' own engine."""
+    agent, runner, _sampler = await start_agent(tmp, docker_host=docker_host,
+                                                watchdog=watchdog)
+    return agent, runner
 
 
 @pytest.fixture
-def short_tmp() -> Any:
-    path = Path(tempfile.mkdtemp(prefix="vmc-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
-
-
-@pytest.fixture
-async def api(engine: TestEngine, short_tmp: Path) -> AsyncIterator[Served]:
+async def api(engine: TestEngine, short_tmp: Path) -> AsyncIterator[Agent]:
     served, runner = await serve(short_tmp, engine.host, protected=("keep-me",),
                                  max_restarts=1)
     yield served
     await runner.cleanup()
 
 
-async def get(api: Served, path: str) -> tuple[int, Any]:
-    status, env = await request(api.agent, "GET", path)
+async def get(api: Agent, path: str) -> tuple[int, Any]:
+    status, env = await request(api, "GET", path)
     return status, env["data"] if env["ok"] else env["error"]
 
 
-async def post(api: Served, path: str) -> tuple[int, Any]:
-    status, env = await request(api.agent, "POST", path)
+async def post(api: Agent, path: str) -> tuple[int, Any]:
+    status, env = await request(api, "POST", path)
     return status, env["data"] if env["ok"] else env["error"]
 
 
@@ -97,7 +47,7 @@ def until_unhealthy(engine: TestEngine, *names: str) -> None:
         wait_for(lambda n=name: state(engine, n)["Health"]["Status"] == "unhealthy", 10, name)
 
 
-async def test_list_filters_and_fields(engine: TestEngine, api: Served) -> None:
+async def test_list_filters_and_fields(engine: TestEngine, api: Agent) -> None:
     engine.client().containers.run(
         "vmagent-test/busybox:latest", ["sleep", "300"], name="shop-web", detach=True,
         network_mode="none", mem_limit="64m", labels={"com.docker.compose.project": "shop"})
@@ -124,7 +74,7 @@ async def test_list_filters_and_fields(engine: TestEngine, api: Served) -> None:
     assert [r["name"] for r in (await get(api, "/v1/containers?stack=shop"))[1]] == ["shop-web"]
 
 
-async def test_unhealthy_health_and_logs(engine: TestEngine, api: Served) -> None:
+async def test_unhealthy_health_and_logs(engine: TestEngine, api: Agent) -> None:
     engine.run("talker", command=["sh", "-c", "for i in 1 2 3; do echo out$i; sleep 0.1; "
                                               "echo err$i >&2; sleep 0.1; done; sleep 300"])
     run_flip(engine, "bad", healthy_at_start=False)
@@ -152,12 +102,12 @@ async def test_unhealthy_health_and_logs(engine: TestEngine, api: Served) -> Non
     (f"/v1/containers/{'a' * 256}/health", "name"),
     ("/v1/containers?filter=everything", "filter"),
 ])
-async def test_bad_params_are_400(api: Served, path: str, field: str) -> None:
+async def test_bad_params_are_400(api: Agent, path: str, field: str) -> None:
     status, error = await get(api, path)
     assert (status, error["code"], error["details"]["field"]) == (400, "bad_request", field)
 
 
-async def test_restart_rules(engine: TestEngine, api: Served) -> None:
+async def test_restart_rules(engine: TestEngine, api: Agent) -> None:
     run_flip(engine, "web")
     run_flip(engine, "keep-me")
     before = state(engine, "web")["StartedAt"]
@@ -165,7 +115,7 @@ async def test_restart_rules(engine: TestEngine, api: Served) -> None:
     assert (await post(api, "/v1/containers/nope/restart"))[0] == 404
     status, error = await post(api, "/v1/containers/keep-me/restart")
     assert (status, error["code"]) == (403, "forbidden")
-    viewer_status, _ = await request_as(VIEWER_UID, api.agent, "POST", "/v1/containers/web/restart")
+    viewer_status, _ = await request_as(VIEWER_UID, api, "POST", "/v1/containers/web/restart")
     assert viewer_status == 403
     api.services.hold.set("maintenance", by="test")
     assert (await post(api, "/v1/containers/web/restart"))[0] == 423
@@ -177,13 +127,13 @@ async def test_restart_rules(engine: TestEngine, api: Served) -> None:
     status, error = await post(api, "/v1/containers/web/restart")  # max_restarts 1
     assert (status, error["code"]) == (429, "rate_limited")
     assert 3500 < error["details"]["retry_after_s"] <= 3600
-    audited = [json.loads(line) for line in api.agent.audit_stream.getvalue().splitlines()]
+    audited = [json.loads(line) for line in api.audit_stream.getvalue().splitlines()]
     assert [e["VMAGENT_RESULT"] for e in audited
             if e.get("VMAGENT_ACTION") == "operator.restart"] == ["ok"]
 
 
 async def test_restart_unhealthy_gives_per_container_results(engine: TestEngine,
-                                                             api: Served) -> None:
+                                                             api: Agent) -> None:
     run_flip(engine, "bad", healthy_at_start=False)
     run_flip(engine, "keep-me", healthy_at_start=False)
     run_flip(engine, "fine")

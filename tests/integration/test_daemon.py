@@ -7,27 +7,20 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.agentproc import AGENT, CTL
+
 pytestmark = pytest.mark.integration
 
-VENV_BIN = Path(sys.executable).parent
-AGENT = str(VENV_BIN / "vm-agent")
-CTL = str(VENV_BIN / "vm-agentctl")
 
 
 @pytest.fixture
-def tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vmd-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
+def tmp(short_tmp: Path) -> Path:
+    return short_tmp
 
 
 def write_config(tmp: Path, extra: str = "") -> Path:
@@ -35,6 +28,7 @@ def write_config(tmp: Path, extra: str = "") -> Path:
     cfg.write_text(
         "sampling:\n  cpu_window_s: 0.2\n  interval_s: 2\n"
         f"docker:\n  host: unix://{tmp}/no-docker.sock\n  timeout_s: 1\n"
+        f"metrics:\n  textfile: {tmp}/vm-agent.prom\n"
         f"state_dir: {tmp}/state\nrun_dir: {tmp}\n" + extra)
     return cfg
 

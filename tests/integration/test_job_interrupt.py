@@ -11,33 +11,28 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.agentproc import AGENT, CTL
+
 pytestmark = pytest.mark.integration
 
-VENV_BIN = Path(sys.executable).parent
-AGENT = str(VENV_BIN / "vm-agent")
-CTL = str(VENV_BIN / "vm-agentctl")
 
 
 @pytest.fixture
-def tmp() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vmj-", dir="/tmp"))
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
+def tmp(short_tmp: Path) -> Path:
+    return short_tmp
 
 
 def serve(tmp: Path) -> subprocess.Popen[bytes]:
     cfg = tmp / "vm-agent.yaml"
     cfg.write_text(f"docker:\n  host: unix://{tmp}/no-docker.sock\n  timeout_s: 1\n"
-                   f"sampling:\n  disks: [{tmp}]\n")
+                   f"sampling:\n  disks: [{tmp}]\n"
+                   f"metrics:\n  textfile: {tmp}/vm-agent.prom\n")
     proc = subprocess.Popen(
         [AGENT, "serve", "--config", str(cfg), "--socket", str(tmp / "agent.sock"),
          "--state-dir", str(tmp / "state"), "--run-dir", str(tmp / "run")],
