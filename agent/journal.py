@@ -31,6 +31,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from typing import Final, TextIO
 
@@ -42,6 +43,9 @@ JOURNAL_SOCKET: Final = "/run/systemd/journal/socket"
 _FIELD_NAME: Final = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _TOO_LARGE: Final = frozenset({errno.EMSGSIZE, errno.ENOBUFS})
 _NO_JOURNAL: Final = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR})
+#: After finding no journal socket, entries go to the fallback for this long before
+#: the socket is tried again (journald started later is picked up within it).
+ABSENT_RECHECK_S: Final = 1.0
 _SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 FieldValue = str | bytes | int | float
@@ -119,6 +123,7 @@ class JournalWriter:
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.last_error: OSError | None = None
         self._lock = threading.Lock()
+        self._absent_until = 0.0
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)
 
@@ -139,6 +144,8 @@ class JournalWriter:
         return outcome
 
     def _deliver(self, payload: bytes) -> Outcome:
+        if time.monotonic() < self._absent_until:  # no journal a moment ago: don't ask again
+            return Outcome.FALLBACK
         try:
             self._sock.sendto(payload, self.socket_path)
             return Outcome.SENT
@@ -164,7 +171,10 @@ class JournalWriter:
 
     def _failed(self, exc: OSError) -> Outcome:
         self.last_error = exc
-        return Outcome.FALLBACK if exc.errno in _NO_JOURNAL else Outcome.DROPPED
+        if exc.errno in _NO_JOURNAL:
+            self._absent_until = time.monotonic() + ABSENT_RECHECK_S
+            return Outcome.FALLBACK
+        return Outcome.DROPPED
 
     def _write_fallback(self, fields: Mapping[str, FieldValue], line: str | None) -> Outcome:
         if line is None:

@@ -15,6 +15,7 @@ with its traceback in the journal only.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -133,11 +134,15 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+_RID_PREFIX = os.urandom(4).hex()  # per process: ids stay unique across restarts
+_RID_COUNTER = itertools.count(1)
+
+
 def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and given.replace("-", "").isalnum():
         return given
-    return os.urandom(8).hex()
+    return f"{_RID_PREFIX}{next(_RID_COUNTER):08x}"
 
 
 def _http_error(exc: web.HTTPException, request: web.Request) -> AgentError:

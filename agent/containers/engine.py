@@ -118,8 +118,10 @@ class DockerEngine:
 
         # The socket timeout is a second longer than the asyncio bound of _call, so a
         # silent engine is always reported by that bound, with one message.
-        return docker.DockerClient(base_url=self.host, version="auto",
-                                   timeout=math.ceil(self.timeout_s) + 1)
+        client = docker.DockerClient(base_url=self.host, version="auto",
+                                     timeout=math.ceil(self.timeout_s) + 1)
+        client.api.trust_env = False  # no proxy/netrc lookups per call (bench: ~4 % of a pass)
+        return client
 
 
 def _summary_of(client: DockerClient) -> DockerSummary:
