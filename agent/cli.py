@@ -4,7 +4,8 @@ Exit status follows the monitoring-plugin convention: for ``health``, 0 OK,
 1 WARN, 2 CRIT; 3 (UNKNOWN) when the agent cannot be reached, its answer
 cannot be read, a read-only command is refused (403, 429, ...) or the
 command line is wrong; 2 when the agent refused or failed a command that
-changes something; for ``run``, 0 ok, 1 partial, 2 failed or refused (409, 423).
+changes something; for ``run``, 0 ok, 1 partial, 2 failed or refused (409, 423);
+for ``ollama impact``, 0/1/2 for the load's level OK/WARN/CRIT.
 ``--json`` prints the envelope's ``data`` (or ``error``) as JSON.
 """
 
@@ -22,12 +23,13 @@ from typing import Any, NoReturn
 
 import aiohttp
 
-from agent import clifmt
+from agent import clifmt, prometheus
 
 DEFAULT_SOCKET = "/run/vm-agent/agent.sock"
 EXIT_OK, EXIT_WARN, EXIT_CRIT, EXIT_UNKNOWN = 0, 1, 2, 3
 RUN_TIMEOUT_S = 6 * 3600.0
 RESTART_TIMEOUT_S = 3600.0
+OLLAMA_LOAD_TIMEOUT_S = 3700.0  # above ollama.load_timeout_s's maximum
 _STATUS_EXIT = {"OK": EXIT_OK, "WARN": EXIT_WARN, "CRIT": EXIT_CRIT}
 
 
@@ -78,10 +80,16 @@ def _route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
         return "DELETE", "/v1/hold", None
     if args.cmd == "io":
         return "GET", "/v1/io", None
+    if args.cmd == "score":
+        return "GET", "/v1/score", None
+    if args.cmd == "trend":
+        return "GET", f"/v1/metrics/trend/{args.kind}?range={args.range}", None
     if args.cmd in ("run", "jobs", "runs"):
         return _job_route(args)
     if args.cmd in ("containers", "logs", "restart", "restart-unhealthy"):
         return _container_route(args)
+    if args.cmd == "ollama":
+        return _ollama_route(args)
     raise AssertionError(args.cmd)
 
 
@@ -112,6 +120,33 @@ def _container_route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]
     return "POST", f"/v1/containers/{name}/restart", None
 
 
+def _ollama_route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    """``ollama models|loaded|impact M|load M [--force]|unload M`` (PROTOCOL.md)."""
+    sub = args.ollama_cmd
+    if sub in ("models", "loaded"):
+        return "GET", f"/v1/ollama/{sub}", None
+    if sub == "impact":
+        query = urllib.parse.urlencode({"model": args.model})
+        return "GET", f"/v1/ollama/load-impact?{query}", None
+    if sub == "load":
+        return "POST", "/v1/ollama/load", {"model": args.model, "force": args.force}
+    return "POST", "/v1/ollama/unload", {"model": args.model}
+
+
+def _ollama_parsers(sub: Any) -> None:
+    ollama = sub.add_parser("ollama", help="Ollama: models, loaded, impact M, load M, unload M")
+    osub = ollama.add_subparsers(dest="ollama_cmd", required=True, metavar="SUBCOMMAND")
+    osub.add_parser("models", help="local models: size, modified, whether loaded")
+    osub.add_parser("loaded", help="loaded models, their RAM/CPU, the RAM bar, GPU visibility")
+    for name, text in (("impact", "predicted free RAM if MODEL were loaded"),
+                       ("load", "load MODEL (refused under the free-RAM floor unless --force)"),
+                       ("unload", "unload MODEL")):
+        cmd = osub.add_parser(name, help=text)
+        cmd.add_argument("model", help="model name, e.g. llama3.2:3b")
+        if name == "load":
+            cmd.add_argument("--force", action="store_true", help="load even under the floor")
+
+
 def _trigger() -> str:
     """``timer`` when started by systemd (a unit's ``INVOCATION_ID``, no terminal), else ``cli``."""
     return "timer" if os.environ.get("INVOCATION_ID") and not sys.stdin.isatty() else "cli"
@@ -133,6 +168,8 @@ def _exit_status(args: argparse.Namespace, method: str, envelope: dict[str, Any]
     if args.cmd == "io":
         return max((_STATUS_EXIT.get(r.get("level"), EXIT_UNKNOWN) for r in envelope["data"]),
                    default=EXIT_OK)
+    if args.cmd == "ollama" and args.ollama_cmd == "impact":
+        return _STATUS_EXIT.get(envelope["data"].get("level"), EXIT_UNKNOWN)
     return EXIT_OK
 
 
@@ -167,8 +204,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("unhold", help="lift the maintenance hold")
     sub.add_parser("io", help="per-container disk writes (bytes/s, projected per day), worst "
                    "first; exit 0/1/2 for the worst OK/WARN/CRIT")
+    sub.add_parser("score", help="the VM score card: 0-100 and the points of each dimension")
+    trend = sub.add_parser("trend", help="a Prometheus trend; disk gives days until the "
+                           "warning threshold")
+    trend.add_argument("kind", choices=prometheus.KINDS)
+    trend.add_argument("--range", choices=tuple(prometheus.RANGES), default="24h")
     _job_parsers(sub)
     _container_parsers(sub)
+    _ollama_parsers(sub)
     return p
 
 
@@ -207,6 +250,8 @@ def _timeout(args: argparse.Namespace) -> float:
         return float(args.timeout)
     if args.cmd in ("restart", "restart-unhealthy"):
         return RESTART_TIMEOUT_S  # the agent waits for StopTimeout + a margin per container
+    if args.cmd == "ollama" and args.ollama_cmd == "load":
+        return OLLAMA_LOAD_TIMEOUT_S  # reading a model of several GB from disk
     return RUN_TIMEOUT_S if args.cmd == "run" and not args.no_wait else 30.0
 
 

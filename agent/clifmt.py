@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent import containersfmt, jobsfmt
+from agent import containersfmt, jobsfmt, ollamafmt, trendfmt
 
 
 def human_bytes(n: float | None) -> str:
@@ -83,10 +83,19 @@ def _io(rows: list[dict[str, Any]]) -> str:
                   for r in rows], ["container", "writes", "projected", "level"])
 
 
+def _score(card: dict[str, Any]) -> str:
+    """``vm-agentctl score`` (agent/score.py renders it; imported only when used)."""
+    from agent.score import render_table
+
+    return render_table(card)
+
+
 RENDERERS: dict[str, Callable[[Any], str]] = {
     "health": _health, "hold": _hold, "unhold": _hold, "version": _mapping,
     "run": jobsfmt.run_record, "jobs": jobsfmt.jobs, "runs": jobsfmt.runs,
-    "io": _io,
+    "io": _io, "ollama": ollamafmt.render,
+    "score": _score,
+    "trend": trendfmt.trend,
     "containers": containersfmt.containers, "logs": containersfmt.logs,
     "restart": containersfmt.restart, "restart-unhealthy": containersfmt.restart_unhealthy,
 }

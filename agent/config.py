@@ -385,6 +385,11 @@ class TelegramConfig:
     retry_min_s: float = _f(10.0, "first retry delay after a failed send, seconds (doubles "
                             "per attempt)", min=1, max=3600)
     retry_max_s: float = _f(1800.0, "longest retry delay, seconds", min=1, max=86400)
+    max_attempts: int = _f(20, "failed sends after which a message is parked as dead (never "
+                           "retried, later messages go on)", min=1, max=1000)
+    give_up_after_s: float = _f(86400.0, "a message still unsent this many seconds after it "
+                                "was queued is parked as dead at its next failure", min=60,
+                                max=30 * 86400)
 
 
 @dataclass(frozen=True)
@@ -407,15 +412,52 @@ class AlertsConfig:
 
 @dataclass(frozen=True)
 class PrometheusConfig:
-    """Where the weekly digest reads node_exporter's series (``GET /api/v1/query``)."""
+    """Where the weekly digest and the trend charts (``GET /v1/metrics/trend/{kind}``) read
+    node_exporter's series (``GET /api/v1/query``, ``/api/v1/query_range``)."""
 
     url: str = _f("", "base URL of a Prometheus that scrapes this VM's node_exporter "
                   "(http://127.0.0.1:9090); empty: not configured, the digest uses the agent's "
-                  "own hourly samples", pattern=r"(https?://\S+)?")
+                  "own hourly samples and trends answer 503", pattern=r"(https?://\S+)?")
     selector: str = _f("", "extra label matchers added to every query, e.g. "
                        "instance=\"vm1:9100\" (empty: none)",
                        pattern=r"[^{}]{0,200}")
     timeout_s: float = _f(10.0, "timeout of one Prometheus query, seconds", min=0.5, max=120)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The agent's own metrics, written for node_exporter's textfile collector."""
+
+    textfile: str = _f("/var/lib/prometheus/node-exporter/vm-agent.prom", "file the agent "
+                       "writes its metrics to (atomically: a temporary file renamed over it); "
+                       "must end in .prom; empty: off", pattern=r"(/\S*\.prom)?")
+    interval_s: float = _f(60.0, "seconds between two writes of the textfile", min=5,
+                           max=3600)
+
+
+@dataclass(frozen=True)
+class OllamaConfig:
+    """The Ollama panel (``/v1/ollama/*``).  The agent never sets a memory limit on Ollama
+    and the watchdog never restarts it while ``ollama`` is in ``watchdog.protected``."""
+
+    url: str = _f("http://127.0.0.1:11434", "base URL of Ollama's REST API",
+                  pattern=r"https?://\S+")
+    timeout_s: float = _f(10.0, "timeout of one Ollama call (list, ps, unload), seconds",
+                          min=0.5, max=120)
+    load_timeout_s: float = _f(300.0, "timeout of a model load (reading GBs from disk), "
+                               "seconds", min=1, max=3600)
+    free_floor_bytes: int = _f(1_500_000_000, "a load that would leave less MemAvailable than "
+                               "this is refused (409) unless forced; level CRIT", min=0)
+    warn_free_bytes: int = _f(3_000_000_000, "a load that would leave less than this is WARN",
+                              min=0)
+    dev_root: str = _f("/dev", "where device nodes are looked up for GPU visibility",
+                       pattern=ABSOLUTE_PATH)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` unless ``warn_free_bytes`` is at least ``free_floor_bytes``."""
+        if self.warn_free_bytes < self.free_floor_bytes:
+            raise ConfigError("warn_free_bytes", f"warn_free_bytes ({self.warn_free_bytes}) "
+                              f"must be at least free_floor_bytes ({self.free_floor_bytes})")
 
 
 @dataclass(frozen=True)
@@ -429,11 +471,15 @@ class Config:
     watchdog: WatchdogConfig = _sub(WatchdogConfig, "the health-aware container watchdog")
     io: IoConfig = _sub(IoConfig, "per-container disk-write rates and their WARN/CRIT limits")
     cleanup: CleanupConfig = _sub(CleanupConfig, "the cleanup job's modes, steps and limits")
-    prometheus: PrometheusConfig = _sub(PrometheusConfig, "where the weekly digest reads "
-                                        "node_exporter's averages (optional)")
+    prometheus: PrometheusConfig = _sub(PrometheusConfig, "where the weekly digest and the "
+                                        "trend charts read node_exporter's series (optional)")
+    metrics: MetricsConfig = _sub(MetricsConfig, "the agent's own metrics for "
+                                  "node_exporter's textfile collector")
     telegram: TelegramConfig = _sub(TelegramConfig, "notifications to Telegram (Bot API)")
     alerts: AlertsConfig = _sub(AlertsConfig, "alert events -> notifications: transitions, "
                                 "cooldown, quiet start-up")
+    ollama: OllamaConfig = _sub(OllamaConfig, "the Ollama panel: where Ollama answers, the "
+                                "free-RAM floor for loads")
     backup_repair: BackupRepairConfig = _sub(BackupRepairConfig, "the git backup-repair job's "
                                              "repos")
     state_dir: str = _f("/var/lib/vm-agent", "where the hold, the run history and the "

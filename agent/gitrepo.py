@@ -171,3 +171,36 @@ async def missing_by_patch(git: Git, upstream: str) -> list[str]:
 def short(commit: str | None) -> str:
     """A commit id for a human line (12 hex digits), or ``none``."""
     return commit[:12] if commit else "none"
+
+
+async def untracked_in_way(git: Git, target: str) -> list[str]:
+    """Untracked or ignored files (``git ls-files --others``, no exclude rules) that
+    checking out ``target`` would overwrite: the same path in ``target``'s tree
+    (``git ls-tree -r``), a directory of it where there is a file here, or a file of
+    it where there is a directory here (a nested repo counts as one path).  Relative
+    paths, sorted."""
+    local = [p.rstrip("/") for p in (await git.out("ls-files", "--others", "-z")).split("\0")]
+    files = set((await git.out("ls-tree", "-r", "--name-only", "-z", target)).split("\0"))
+    dirs = {p.rsplit("/", 1)[0] for p in files if "/" in p}
+    dirs |= {d.rsplit("/", i)[0] for d in dirs for i in range(1, d.count("/") + 1)}
+    return sorted(p for p in local if p and (p in files or p in dirs or _under_file(p, files)))
+
+
+def _under_file(path: str, files: set[str]) -> bool:
+    """``path`` lies in a folder that ``files`` holds as a file."""
+    parts = path.split("/")
+    return any("/".join(parts[:i]) in files for i in range(1, len(parts)))
+
+
+#: Lines of git's output that give the reason for a failure (``git-push(1)`` OUTPUT).
+_REASON_PREFIXES = ("!", "error:", "fatal:", "hint:")
+
+
+def reason(text: str, limit: int = 600) -> str:
+    """git's output for a human line: the lines starting ``!`` (``! [rejected]``,
+    ``! [remote rejected]``), then ``error:``, ``fatal:``, ``hint:``, then the rest;
+    joined with `` | ``, cut at ``limit`` characters."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    key = [line for p in _REASON_PREFIXES for line in lines if line.startswith(p)]
+    joined = " | ".join(key + [line for line in lines if line not in key])
+    return joined if len(joined) <= limit else joined[:limit - 3] + "..."

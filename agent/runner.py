@@ -94,7 +94,8 @@ async def run(argv: Sequence[str], *, timeout_s: float, ok_codes: Sequence[int] 
 async def _communicate(proc: asyncio.subprocess.Process, argv: Sequence[str],
                        timeout_s: float) -> tuple[bytes, bytes]:
     try:
-        return await asyncio.wait_for(proc.communicate(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await proc.communicate()
     except (TimeoutError, asyncio.CancelledError) as exc:
         _kill_group(proc)
         await proc.wait()

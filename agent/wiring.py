@@ -25,6 +25,7 @@ from agent.jobs.base import Job
 from agent.jobs.catalog import build_jobs
 from agent.jobs.records import RunRecords
 from agent.jobs.runner import JobRunner
+from agent.metrics_export import MetricsExporter
 from agent.notify.delivery import Notifier
 from agent.notify.events import AlertLog
 from agent.notify.outbox import Outbox
@@ -61,6 +62,8 @@ def build_services(cfg: Config, auditor: Auditor, *, config_path: str | None = N
                                                auditor=auditor, hold=hold)
     services.outbox = Outbox(store)
     services.notifier = Notifier(cfg, store, outbox=services.outbox)
+    services.metrics = MetricsExporter(services, path=cfg.metrics.textfile,
+                                       interval_s=cfg.metrics.interval_s)
     return services
 
 
@@ -83,10 +86,14 @@ async def start_services(services: Services) -> None:
     await services.watchdog.start()
     if services.notifier is not None:
         await services.notifier.start()
+    if services.metrics is not None:
+        await services.metrics.start()
 
 
 async def stop_services(services: Services) -> None:
     """Give running jobs their grace period, then stop the samplers, the watchdog, Docker."""
+    if services.metrics is not None:
+        await services.metrics.stop()
     if services.notifier is not None:
         await services.notifier.stop()
     if services.jobs is not None:

@@ -24,6 +24,7 @@ def write_config(tmp: Path, docker_host: str, *, watchdog_events: bool = True,
     data = yaml.safe_load((ROOT / "etc" / "vm-agent.yaml").read_text())
     data["docker"]["host"] = docker_host
     data["watchdog"]["events"] = watchdog_events
+    data["metrics"]["textfile"] = str(tmp / "vm-agent.prom")  # never the host's node_exporter
     path = tmp / name
     path.write_text(yaml.safe_dump(data))
     return path

@@ -6,6 +6,9 @@ import functools
 from typing import Any
 
 from agent.api.handlers import containers, core, io, jobs
+from agent.api.handlers import ollama as ollama_handlers
+from agent.api.handlers import score as score_handlers
+from agent.api.handlers import trend as trend_handlers
 from agent.api.openapi import build_openapi
 from agent.api.registry import Command, command
 
@@ -54,6 +57,27 @@ COMMANDS: tuple[Command, ...] = (
     command("io", "GET", "/v1/io", "viewer", io.io,
             "per-container disk writes from cgroups: bytes/s, projected bytes/day, level; "
             "worst first"),
+    command("score", "GET", "/v1/score", "viewer", score_handlers.score,
+            "VM score card: score 0-100 and dimensions [{name, points, max_points, value, "
+            "reason}]"),
+    command("ollama.models", "GET", "/v1/ollama/models", "viewer", ollama_handlers.models,
+            "Ollama's local models: name, size, modified (UTC), whether loaded"),
+    command("ollama.loaded", "GET", "/v1/ollama/loaded", "viewer", ollama_handlers.loaded,
+            "loaded models (RAM/VRAM share, expiry UTC, runner CPU and RSS), the RAM bar "
+            "and GPU visibility"),
+    command("ollama.load_impact", "GET", "/v1/ollama/load-impact", "viewer",
+            ollama_handlers.load_impact, "model size vs MemAvailable: predicted free RAM, "
+            "level and a warning", params=ollama_handlers.ModelParams),
+    command("ollama.load", "POST", "/v1/ollama/load", "operator", ollama_handlers.load,
+            "load a model; 409 with the warning when predicted free RAM is under "
+            "ollama.free_floor_bytes unless force", params=ollama_handlers.LoadParams,
+            mutating=True),
+    command("ollama.unload", "POST", "/v1/ollama/unload", "operator", ollama_handlers.unload,
+            "unload a model (keep_alive 0)", params=ollama_handlers.ModelParams, mutating=True),
+    command("metrics.trend", "GET", "/v1/metrics/trend/{kind}", "viewer", trend_handlers.trend,
+            "a named Prometheus trend (kind: disk, memory, steal, containers, io; range: 1h, "
+            "24h, 7d, 30d); disk carries the days until the warning threshold",
+            params=trend_handlers.TrendParams),
 )
 
 

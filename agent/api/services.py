@@ -13,6 +13,7 @@ from agent.containers.iorate import IoSampler
 from agent.hold import HoldStore
 from agent.host.model import HostSample
 from agent.jobs.runner import JobRunner
+from agent.metrics_export import MetricsExporter
 from agent.notify.delivery import Notifier
 from agent.notify.events import AlertLog
 from agent.notify.outbox import Outbox
@@ -42,3 +43,4 @@ class Services:
     watchdog: WatchdogService | None = None  # containers + watchdog (agent.containers)
     outbox: Outbox | None = None  # durable notification queue (agent.notify.outbox)
     notifier: Notifier | None = None  # alerts -> outbox -> Telegram (agent.notify.delivery)
+    metrics: MetricsExporter | None = None  # the textfile for node_exporter (agent.metrics_export)

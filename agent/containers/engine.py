@@ -3,7 +3,9 @@
 The SDK is imported on first use, not at module import (``import docker``
 costs ~0.3 s and exec-to-READY must stay under 1 s).  Its calls block, so
 each runs in a worker thread (``asyncio.to_thread``) under
-``asyncio.wait_for(timeout_s)``; the event loop never waits longer than that.
+``asyncio.timeout(timeout_s)``; the event loop never waits longer than that.
+(Not ``asyncio.wait_for``: on Python 3.11 it can lose a cancellation that
+arrives as the inner call finishes, and a stopping task would then run on.)
 
 Counting (Docker Engine API ``GET /containers/json``, two cheap list calls,
 no per-container inspect):
@@ -95,7 +97,8 @@ class DockerEngine:
         """
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._run, fn), limit)
+            async with asyncio.timeout(limit):
+                return await asyncio.to_thread(self._run, fn)
         except TimeoutError:
             self.close()
             raise UpstreamUnavailable(

@@ -171,7 +171,8 @@ class WatchdogService:
         while (left := self._due - time.monotonic()) > 0:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, 3600))
+                async with asyncio.timeout(min(left, 3600)):
+                    await self._changed.wait()
         self._due = time.monotonic() + self.backstop_interval_s
 
     async def _one_pass(self) -> None:

@@ -9,21 +9,30 @@ One step per repo of ``backup_repair.repos`` (``path``, ``remote``,
    merge in progress, a leftover ``index.lock``, a dirty work tree): nothing
    is done, the step fails, alert ``backup.failed``;
 3. fetch ``+refs/heads/B:refs/remotes/R/B``; a fetch that fails changes
-   nothing: ``upstream_unavailable`` (no such branch on the remote: broken);
-4. classify with ``git rev-list --left-right --count`` and act:
+   nothing: ``upstream_unavailable``, also when it times out
+   (``git_timeout_s``: a hung remote); no such branch on the remote: broken;
+4. when the state (5.) calls for a fast-forward, reset or rebase: untracked or
+   ignored files the remote tree would overwrite
+   (:func:`agent.gitrepo.untracked_in_way`) make
+   the repo broken, nothing is touched (a safety ref keeps commits, not files);
+5. classify with ``git rev-list --left-right --count`` and act:
    ``up_to_date`` nothing; ``behind`` ``git merge --ff-only``; ``ahead``
    ``git push`` (no force) when the repo's ``push`` is true, else reported;
    ``diverged``: when every local commit is on the remote by patch
    (``git cherry``: e.g. after a force-push) ``git reset --hard`` to the
    remote branch, else ``git rebase`` onto it (then pushed like ``ahead``);
    a conflicting rebase is aborted (``git rebase --abort``: the repo is left
-   as it was) and alerted ``backup.conflict``.
+   as it was) and alerted ``backup.conflict`` (another rebase failure gives
+   git's reason); a failed push keeps git's reason lines
+   (:func:`agent.gitrepo.reason`).
 
 Before any rebase or reset, a safety ref ``refs/vm-agent/backup/<UTC time>``
-keeps the old tip reachable.  The job is ``destructive``: the runner refuses
-a real run with 423 during a maintenance hold, and the hold is checked again
-before every change.  A dry-run changes nothing, not even remote-tracking
-refs: it asks the remote with ``git ls-remote`` instead of fetching.
+keeps the old tip reachable (none is added when one already points at it).
+The job is ``destructive``: the runner refuses a real run with 423 during a
+maintenance hold, and the hold is checked again before every change.  A
+dry-run changes nothing, not even remote-tracking refs: it asks the remote
+with ``git ls-remote`` instead of fetching, and it emits no alerts (it only
+reports).
 
 Each step's detail: ``<state>; before <commit> after <commit>; actions: ...``
 (the configured branch's commit before and after); each action is audited.
@@ -39,11 +48,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from agent import gitrepo
 from agent.config import BackupRepo
 from agent.errors import AgentError, Locked
 from agent.gitrepo import Git, divergence, inspect, missing_by_patch, short
 from agent.jobs.base import JobContext, Step, StepResult, StepStatus
 from agent.notify.events import AlertEvent, AlertLevel
+from agent.runner import CommandError
 
 SAFETY_PREFIX = "refs/vm-agent/backup/"
 STATES = ("up_to_date", "behind", "ahead", "diverged", "broken", "upstream_unavailable")
@@ -120,7 +131,19 @@ class Repair:
             return upstream
         ahead, behind = await divergence(self.git, upstream)
         self.state = _classify(ahead, behind)
+        if self.state in ("behind", "diverged") and (blocked := await self.blockers(upstream)):
+            return blocked
         return await _HANDLERS[self.state](self, upstream, ahead, behind)
+
+    async def blockers(self, upstream: str) -> StepResult | None:
+        """Refuse (broken) when untracked or ignored files would be overwritten."""
+        paths = await gitrepo.untracked_in_way(self.git, upstream)
+        if not paths:
+            return None
+        shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
+        return await self.fail("broken", f"untracked working tree files would be overwritten "
+                               f"by {self.repo.remote}/{self.repo.branch}: {shown}; "
+                               "move them away, nothing was changed")
 
     async def tip(self) -> str | None:
         """The configured branch's commit (None: no such branch, or not a repo)."""
@@ -133,16 +156,22 @@ class Repair:
         step's result when there is none (``upstream_unavailable``, no such branch)."""
         if self.dry_run:
             return await self._ls_remote()
-        done = await self.git.try_run("fetch", "--no-tags", "--quiet", self.repo.remote,
-                                      f"+refs/heads/{self.repo.branch}:{self.upstream}")
+        try:
+            done = await self.git.try_run("fetch", "--no-tags", "--quiet", self.repo.remote,
+                                          f"+refs/heads/{self.repo.branch}:{self.upstream}")
+        except CommandError as exc:
+            return await self._timed_out(exc)
         if done.returncode != 0:
             return await self._unreachable(done.stderr)
         self.actions.append("fetch")
         return self.upstream
 
     async def _ls_remote(self) -> str | StepResult:
-        done = await self.git.try_run("ls-remote", "--heads", self.repo.remote,
-                                      f"refs/heads/{self.repo.branch}")
+        try:
+            done = await self.git.try_run("ls-remote", "--heads", self.repo.remote,
+                                          f"refs/heads/{self.repo.branch}")
+        except CommandError as exc:
+            return await self._timed_out(exc)
         if done.returncode != 0 or not done.stdout.strip():
             return await self._unreachable(done.stderr if done.returncode else
                                            "couldn't find remote ref")
@@ -153,8 +182,15 @@ class Repair:
                                    f"({short(commit)}); a real run fetches and repairs")
         return commit
 
+    async def _timed_out(self, exc: CommandError) -> StepResult:
+        """A fetch/ls-remote killed at the timeout (a hung remote): ``upstream_unavailable``."""
+        if "timeout_s" not in exc.details:
+            raise exc
+        return await self.fail("upstream_unavailable", f"fetch from {self.repo.remote} timed "
+                               f"out after {exc.details['timeout_s']:g} s")
+
     async def _unreachable(self, stderr: str) -> StepResult:
-        tail = stderr.strip()[-300:]
+        tail = gitrepo.reason(stderr)
         if "couldn't find remote ref" in stderr:
             return await self.fail("broken", f"no branch {self.repo.branch} on remote "
                                    f"{self.repo.remote}")
@@ -170,12 +206,19 @@ class Repair:
                         repo=self.repo.path, git=label, before=self.before or "")
 
     async def safety_ref(self) -> str:
-        """Create ``refs/vm-agent/backup/<UTC time>`` at the branch tip (create-only)."""
+        """Create ``refs/vm-agent/backup/<UTC time>`` at the branch tip (create-only),
+        unless one already points at that commit (then that one is named and returned)."""
+        tip = self.before or await self.git.out("rev-parse", "HEAD")
+        found = await self.git.out("for-each-ref", "--points-at", tip, "--count=1",
+                                   "--format=%(refname)", SAFETY_PREFIX)
+        if found:
+            self.actions.append(f"safety ref {found} already covers {short(tip)}")
+            return found
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         for n in range(100):
             ref = SAFETY_PREFIX + stamp + (f"-{n}" if n else "")
             if await self.git.commit(ref) is None:
-                await self.git.run("update-ref", ref, self.before or "HEAD", "")
+                await self.git.run("update-ref", ref, tip, "")
                 self.actions.append(f"safety ref {ref}")
                 return ref
         raise AgentError(f"no free safety ref name for {stamp}")
@@ -187,16 +230,18 @@ class Repair:
         if self.dry_run:
             return await self.done(f"would push {ahead} commits")
         ref = f"refs/heads/{self.repo.branch}"
-        done = await self.git.try_run("push", "--porcelain", self.repo.remote, f"{ref}:{ref}")
+        done = await self.git.try_run("push", self.repo.remote, f"{ref}:{ref}")
         if done.returncode != 0:
-            return await self.fail(self.state, f"push failed: {done.stderr.strip()[-300:]}")
+            why = gitrepo.reason(f"{done.stderr}\n{done.stdout}")
+            return await self.fail(self.state, f"push failed: {why}")
         self.actions.append(f"push {ahead} commits")
         return await self.done(f"pushed {ahead} commits")
 
     async def fail(self, state: str, why: str, *, kind: str = "backup.failed",
                    level: AlertLevel = "WARN") -> StepResult:
         self.state = state
-        await _emit(self.ctx, AlertEvent(kind, self.repo.path, level,
+        if not self.dry_run:  # a dry-run only reports
+            await _emit(self.ctx, AlertEvent(kind, self.repo.path, level,
                                          f"backup repo {self.repo.path}: {state}: {why}"))
         return await self.done("", status="failed", error=f"{state}: {why}")
 
@@ -260,13 +305,15 @@ async def _rebase(r: Repair, upstream: str, missing: list[str]) -> StepResult:
         r.actions.append("rebase")
         ahead, _ = await divergence(r.git, upstream)
         return await r.push(ahead)
-    await r.git.try_run("rebase", "--abort")
-    r.actions.append("rebase (conflict), rebase --abort")
+    conflict = "CONFLICT" in done.stdout + done.stderr
+    if (await r.git.try_run("rebase", "--abort")).returncode == 0:
+        r.actions.append(f"rebase ({'conflict' if conflict else 'failed'}), rebase --abort")
     left = "left as it was" if await r.tip() == r.before else "NOT as it was"
+    why = "rebase conflict" if conflict else f"rebase failed ({gitrepo.reason(done.stderr, 300)})"
     lost = ", ".join(short(c) for c in missing)
-    return await r.fail("diverged", f"rebase conflict, aborted (repo {left}); no reset: "
+    return await r.fail("diverged", f"{why}, aborted (repo {left}); no reset: "
                         f"{len(missing)} local commits are not on the remote ({lost})",
-                        kind="backup.conflict", level="CRIT")
+                        kind="backup.conflict" if conflict else "backup.failed", level="CRIT")
 
 
 async def _identity(git: Git) -> dict[str, str]:

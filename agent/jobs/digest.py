@@ -5,8 +5,11 @@ host averages from Prometheus when ``prometheus.url`` is set, else from the
 agent's hourly samples; cleanups, backup-repair failures and watchdog
 restarts from the store), build the text (:func:`digest_text`) and queue it
 in the outbox (kind ``digest``) with ``dedupe_key`` ``digest:<ISO year>-W<week>``
-of the run time (UTC).  A second run in the same ISO week queues nothing and
-the step is ``skipped`` with "already sent".  A figure with no data is said
+of the week the window reports on: the ISO week (UTC) of the window's middle,
+``end - 3.5 days`` (:func:`report_week`), so the Monday 08:00 run reports and
+dedupes as the previous week.  A second digest for the same week (e.g. a
+manual Sunday run, then the Monday timer) queues nothing and the step is
+``skipped`` with "already sent".  A figure with no data is said
 ("no data: ..."), never shown as zero.  A dry-run builds the text and queues
 nothing.  Not destructive.
 
@@ -46,6 +49,7 @@ from agent.schedule import next_run_text
 KIND = "digest"
 DAYS = 7
 NO_UNHEALTHY = "no data: the agent has no Docker samples for that week"
+NO_DOCKER_WATCH = "no data: Docker was never reachable that week, the watchdog did not run"
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,16 @@ def iso_week(at: float) -> str:
     return f"{year}-W{week:02d}"
 
 
-def dedupe_key(at: float) -> str:
-    """The outbox key that makes the digest once per ISO week: ``digest:2026-W48``."""
-    return f"digest:{iso_week(at)}"
+def report_week(end: float) -> str:
+    """The ISO week a digest ending at ``end`` (Unix seconds) reports on: the week of the
+    window's middle, ``end - DAYS/2 days`` (the week the window mostly covers)."""
+    return iso_week(end - DAYS * 86400 / 2)
+
+
+def dedupe_key(end: float) -> str:
+    """The outbox key that makes the digest once per reported week: ``digest:2026-W48``
+    (:func:`report_week` of the window's ``end``)."""
+    return f"digest:{report_week(end)}"
 
 
 def _day(at: float) -> str:
@@ -93,11 +104,18 @@ def host_lines(h: HostFigures) -> list[str]:
     ]
 
 
+def _docker_watched(s: StoreFigures) -> bool:
+    """Evidence that Docker was watched in the window: an hour with a Docker sample
+    (``unhealthy_max`` not NULL) or a watchdog restart."""
+    return s.host.unhealthy_max is not None or bool(s.restarts)
+
+
 def store_lines(s: StoreFigures) -> list[str]:
     """Cleanups (freed, by mode), watchdog restarts, backup-repair failures."""
     runs = sum(s.cleanups.values())
     modes = ", ".join(f"{m} {n}" for m, n in s.cleanups.items())
-    restarts = sum(s.restarts.values())
+    restarts = _or(sum(s.restarts.values()) if _docker_watched(s) else None, str,
+                   NO_DOCKER_WATCH)
     who = ", ".join(f"{c} {n}" for c, n in s.restarts.items())
     return [
         f"- Cleanup freed: {size(s.cleanup_freed_bytes)} in {runs} run(s)"
@@ -170,7 +188,7 @@ async def build_digest(store: Any, config: Config, *, end: float) -> Digest:
                               days=DAYS, end=end)
     sched = config.jobs.schedule
     nxt = next_run_text(sched.cleanup_monthly, sched.timezone, datetime.fromtimestamp(end, UTC))
-    return Digest(iso_week(end), start, end, host, local, nxt)
+    return Digest(report_week(end), start, end, host, local, nxt)
 
 
 class DigestJob:

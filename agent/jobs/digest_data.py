@@ -16,7 +16,6 @@ Units: bytes, percent 0-100, Unix seconds.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,8 @@ from agent.containers.history import WatchdogHistory
 from agent.errors import UpstreamTimeout, UpstreamUnavailable
 from agent.host.history import HostHistory, HostWindow
 from agent.jobs.records import RunRecords
+from agent.prometheus import mount_matcher, query
+from agent.prometheus import selector as _sel
 from agent.store import Store
 
 NO_AGENT_DATA = "no data: the agent has no samples for that week"
@@ -106,11 +107,6 @@ def agent_host(window: HostWindow, note: str = "") -> HostFigures:
 # --- Prometheus --------------------------------------------------------------------------
 
 
-def _sel(selector: str, *matchers: str) -> str:
-    parts = [m for m in (*matchers, selector.strip()) if m]
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
 def promql(days: int, mounts: tuple[str, ...], selector: str = "") -> dict[str, str]:
     """The queries, keyed ``steal``, ``mem``, ``swap``, ``disk``, over the last ``days`` days.
 
@@ -122,7 +118,7 @@ def promql(days: int, mounts: tuple[str, ...], selector: str = "") -> dict[str, 
     used / (used + available) as ``df`` computes it (used = size - free).
     """
     r = f"{days}d"
-    fs = _sel(selector, 'mountpoint=~"' + "|".join(re.escape(m) for m in mounts) + '"')
+    fs = _sel(selector, mount_matcher(mounts))
     used = f"(node_filesystem_size_bytes{fs} - node_filesystem_free_bytes{fs})"
     steal = _sel(selector, 'mode="steal"')
     return {
@@ -133,28 +129,6 @@ def promql(days: int, mounts: tuple[str, ...], selector: str = "") -> dict[str, 
         "disk": f"max by (mountpoint) (max_over_time((100 * {used} / ({used} + "
                 f"node_filesystem_avail_bytes{fs}))[{r}:5m]))",
     }
-
-
-async def query(session: aiohttp.ClientSession, url: str, expr: str, at: float,
-                timeout_s: float) -> list[dict[str, Any]]:
-    """One instant query; the ``data.result`` vector (``[{metric, value: [t, "v"]}]``).
-
-    Raises UpstreamUnavailable("prometheus") on a connection error, a non-2xx
-    answer or ``status != "success"``; UpstreamTimeout("prometheus") on timeout.
-    """
-    try:
-        async with session.get(f"{url.rstrip('/')}/api/v1/query",
-                               params={"query": expr, "time": f"{at:.3f}"},
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            body = await resp.json(content_type=None)
-    except TimeoutError:
-        raise UpstreamTimeout("prometheus", f"no answer in {timeout_s:g} s") from None
-    except (aiohttp.ClientError, ValueError) as exc:
-        raise UpstreamUnavailable("prometheus", f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(body, dict) or body.get("status") != "success":
-        error = body.get("error") if isinstance(body, dict) else body
-        raise UpstreamUnavailable("prometheus", f"query failed: {error}")
-    return list(body["data"]["result"])
 
 
 def _scalar(result: list[dict[str, Any]]) -> float | None:

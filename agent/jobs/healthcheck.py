@@ -74,8 +74,6 @@ _ADVICE = {
     "memory_available_bytes": "Little memory is left before the kernel's OOM killer picks a "
                               "process. Stop or limit the largest containers (`docker stats "
                               "--no-stream`) now.",
-    "load1_per_core": "More runnable tasks than cores. See what is busy with `top` (and steal "
-                      "above); move batch work out of peak hours.",
     "unhealthy_containers": "See why with `docker inspect --format '{{json .State.Health}}' "
                             "NAME` and `docker logs --tail 100 NAME`; the watchdog restarts "
                             "them per its policy (`vm-agentctl containers`).",
@@ -121,8 +119,23 @@ def _finding(name: str, level: Level, s: HostSample, t: ThresholdsConfig) -> Fin
         "docker_available": lambda: ("Docker", f"unavailable ({s.docker.error})", level),
     }
     label, value, limit = build[name]() if name in build else (name, "?", level)
-    advice = _SWAP_CACHED if name == "swap_cached_bytes" else _ADVICE.get(name, "")
+    advice = (_SWAP_CACHED if name == "swap_cached_bytes" else
+              _load_advice(s.load.load1_per_core, level, t) if name == "load1_per_core" else
+              _ADVICE.get(name, ""))
     return Finding(name, level, label, value, limit, advice)
+
+
+_LOAD_TAIL = " See what is busy with `top` (and steal above); move batch work out of peak hours."
+
+
+def _load_advice(per_core: float, level: Level, t: ThresholdsConfig) -> str:
+    """Advice that matches the value: over 1.0 per core means tasks wait for a CPU."""
+    if per_core > 1.0:
+        return "More runnable tasks than cores." + _LOAD_TAIL
+    crossed = t.load1_per_core.crit if level == "CRIT" else t.load1_per_core.warn
+    limit = f"{crossed:g}" if crossed is not None else "?"
+    return (f"Load ({per_core:.2f} per core) is above your configured limit of {limit} but "
+            "under one runnable task per core: the CPUs are busy, not saturated." + _LOAD_TAIL)
 
 
 def _unhealthy(level: Level, s: HostSample, t: ThresholdsConfig) -> tuple[str, str, str]:

@@ -204,7 +204,8 @@ class JobRunner:
     async def _execute(self, job: Job, ctx: JobContext, step: Step) -> StepResult:
         timeout = self.config.jobs.step_timeout_s
         try:
-            return await asyncio.wait_for(job.execute(ctx, step, dry_run=ctx.dry_run), timeout)
+            async with asyncio.timeout(timeout):
+                return await job.execute(ctx, step, dry_run=ctx.dry_run)
         except Locked as exc:
             return StepResult(step.name, "skipped", detail=exc.message)
         except TimeoutError:
@@ -239,7 +240,7 @@ class JobRunner:
         ctx.action("job.finish", message=f"job {ctx.job} run {ctx.run_id} {status}"
                    + (f": {reason}" if reason else ""), status=status, reason=reason or "",
                    priority=PRIORITY_INFO if status == "ok" else PRIORITY_WARNING)
-        if status == "failed":
+        if status == "failed" and not ctx.dry_run:  # a dry-run only reports
             self._alert(ctx.job, ctx.run_id, reason)
 
     def _alert(self, job: str, run_id: int, reason: str | None) -> None:

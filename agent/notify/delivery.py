@@ -8,9 +8,17 @@ Every ``alerts.poll_interval_s`` the loop
    the cursor update never doubles a message);
 2. enqueues level changes whose cooldown has ended (``held:...``);
 3. sends the due outbox messages, oldest first, part by part; a message is
-   marked sent once Telegram accepted its last part; on a failure it is
-   retried after ``retry_min_s * 2**attempts`` (at most ``retry_max_s``), or
-   Telegram's 429 ``retry_after``, and sending pauses until then.
+   marked sent once Telegram accepted its last part; on a transient failure
+   (timeout, connection error, 429, 5xx) it is retried after
+   ``retry_min_s * 2**attempts`` (at most ``retry_max_s``), or Telegram's 429
+   ``retry_after``, and sending pauses until then.  A message Telegram
+   refuses for good (400 other than "can't parse entities", 403, 404), or
+   one that failed ``telegram.max_attempts`` times or is still unsent
+   ``telegram.give_up_after_s`` after it was queued, is parked (outbox
+   status ``dead``, logged once at error level) and the next one is sent.
+
+Delivery is at-least-once: a timeout after Telegram accepted a part makes
+the part count as unsent, so it may arrive twice.
 
 Quiet start-up: at :meth:`Notifier.start`, unprocessed events older than
 ``alerts.startup_grace_s`` (all of them on the very first start) only update
@@ -89,9 +97,11 @@ class Notifier:
         return self.client is not None
 
     def stats(self) -> dict[str, int]:
-        """``{"sent", "failed", "pending"}``: sends since start, failed attempts, queued now."""
-        return {"sent": self.sent, "failed": self.failed,
-                "pending": self.outbox.counts()["pending"]}
+        """``{"sent", "failed", "pending", "dead"}``: sends since start, failed attempts,
+        queued now, parked (never to be sent) in the outbox."""
+        counts = self.outbox.counts()
+        return {"sent": self.sent, "failed": self.failed, "pending": counts["pending"],
+                "dead": counts["dead"]}
 
     async def start(self) -> None:
         """Take the quiet start-up baseline, then start the loop task."""
@@ -139,7 +149,8 @@ class Notifier:
         prev = self.states.get(event.kind, event.subject)
         decision = decide(event, prev, self.cfg.alerts, baseline=baseline)
         if decision.text is not None:
-            self.outbox.enqueue(decision.text, kind="alert", dedupe_key=f"alert:{event.id}")
+            self.outbox.enqueue(decision.text, kind="alert", dedupe_key=f"alert:{event.id}",
+                                at=self.clock())
         self.states.commit(event.kind, event.subject, decision.state)
 
     def release_held(self) -> int:
@@ -148,7 +159,7 @@ class Notifier:
         held = self.states.held(now, self.cfg.alerts)
         for kind, subject, state in held:
             text, new_state = release_held(kind, subject, state, now)
-            self.outbox.enqueue(text, kind="alert",
+            self.outbox.enqueue(text, kind="alert", at=now,
                                 dedupe_key=f"held:{kind}:{subject}:{state.last_event_id}")
             self.states.commit(kind, subject, new_state)
         return len(held)
@@ -160,39 +171,60 @@ class Notifier:
         await self.send_due()
 
     async def send_due(self) -> int:
-        """Send due outbox messages oldest first until one fails; returns how many were sent."""
+        """Send due outbox messages oldest first until one fails transiently (a parked
+        message does not stop the others); returns how many were sent."""
         if self.client is None or self.clock() < self._paused_until:
             return 0
         sent = 0
         for msg in await asyncio.to_thread(self.outbox.pending, 20, now=self.clock()):
-            if not await self._send(self.client, msg):
+            outcome = await self._send(self.client, msg)
+            if outcome == "retry":
                 break
-            sent += 1
+            sent += outcome == "sent"
         return sent
 
-    async def _send(self, client: TelegramClient, msg: OutboxMessage) -> bool:
+    async def _send(self, client: TelegramClient, msg: OutboxMessage) -> str:
+        """``"sent"``, ``"dead"`` (parked) or ``"retry"`` (transient failure)."""
         parts = client.parts(msg.text)
         for index in range(msg.parts_sent, len(parts)):
             try:
                 await client.send_part(parts[index])
             except TelegramError as exc:
-                await self._failed(msg, exc)
-                return False
+                return await self._failed(msg, exc)
             if index + 1 < len(parts):
                 await asyncio.to_thread(self.outbox.mark_part_sent, msg.id, index + 1)
         await asyncio.to_thread(self.outbox.mark_sent, msg.id)
         self.sent += 1
-        return True
+        return "sent"
 
-    async def _failed(self, msg: OutboxMessage, exc: TelegramError) -> None:
+    def _give_up(self, msg: OutboxMessage, exc: TelegramError) -> str | None:
+        """Why ``msg`` is parked after failing with ``exc``, or None to retry it."""
+        tcfg = self.cfg.telegram
+        if exc.permanent:
+            return "Telegram refused it"
+        if msg.attempts + 1 >= tcfg.max_attempts:
+            return f"{msg.attempts + 1} failed attempts (telegram.max_attempts)"
+        if self.clock() - msg.created_at >= tcfg.give_up_after_s:
+            return (f"unsent {self.clock() - msg.created_at:.0f} s after it was queued "
+                    "(telegram.give_up_after_s)")
+        return None
+
+    async def _failed(self, msg: OutboxMessage, exc: TelegramError) -> str:
+        self.failed += 1
+        why = self._give_up(msg, exc)
+        if why is not None:
+            log.error("telegram: message %d (%s) parked as dead, never retried: %s; %s",
+                      msg.id, msg.kind, why, exc.message)
+            await asyncio.to_thread(self.outbox.mark_dead, msg.id, exc.message)
+            return "dead"
         tcfg = self.cfg.telegram
         delay = exc.retry_after_s or backoff_s(msg.attempts, tcfg.retry_min_s, tcfg.retry_max_s)
         retry_at = self.clock() + delay
         self._paused_until = retry_at
-        self.failed += 1
         log.warning("telegram: message %d not sent (attempt %d): %s; retry in %.0f s",
                     msg.id, msg.attempts + 1, exc.message, delay)
         await asyncio.to_thread(self.outbox.mark_failed, msg.id, exc.message, retry_at)
+        return "retry"
 
     async def _run(self) -> None:
         while True:

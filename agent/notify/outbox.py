@@ -3,7 +3,10 @@
 A message is written here first (one transaction) and marked sent only
 after the transport accepted it (Telegram answered ``ok: true``).  A failed
 attempt keeps the message pending with a later ``next_at``; since the row
-lives in the SQLite store, nothing is lost across restarts or outages.
+lives in the SQLite store, nothing is lost across restarts or outages.  A
+message that can never be delivered (Telegram refused it for good, or it
+ran out of attempts) is parked: status ``dead`` with its last error, never
+retried, so it does not block the messages after it (:meth:`Outbox.dead`).
 ``dedupe_key`` makes an enqueue idempotent (e.g. ``digest:2026-W48``: one
 weekly digest, however often the job runs).
 
@@ -27,7 +30,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind TEXT NOT NULL,                -- e.g. alert, digest, healthcheck
     dedupe_key TEXT UNIQUE,            -- NULL = no deduplication
     text TEXT NOT NULL,                -- plain text; the transport escapes it
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent')),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'dead')),
     attempts INTEGER NOT NULL DEFAULT 0,
     parts_sent INTEGER NOT NULL DEFAULT 0,  -- parts of a split message already accepted
     next_at REAL NOT NULL,             -- Unix seconds: not before this
@@ -36,6 +39,35 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, next_at);
 """
+STATUSES = ("pending", "sent", "dead")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script``, cut where ``sqlite3.complete_statement`` says one ends
+    (a ``;`` in a comment does not end one)."""
+    out: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current)
+            current = ""
+    return out
+
+
+def _migrate(store: Store) -> None:
+    """Widen the status CHECK of an outbox made before ``dead`` existed (SQLite cannot
+    alter a CHECK: copy the rows into a new table, https://sqlite.org/lang_altertable.html)."""
+    rows = store.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'")
+    if not rows or "'dead'" in rows[0]["sql"]:
+        return
+    with store.tx() as db:
+        db.execute("ALTER TABLE outbox RENAME TO outbox_old")
+        db.execute("DROP INDEX IF EXISTS outbox_pending")
+        for statement in _statements(SCHEMA):
+            db.execute(statement)
+        db.execute("INSERT INTO outbox SELECT * FROM outbox_old")
+        db.execute("DROP TABLE outbox_old")
 
 
 @dataclass(frozen=True)
@@ -52,11 +84,17 @@ class OutboxMessage:
     parts_sent: int = 0
 
 
+def _message(r: sqlite3.Row) -> OutboxMessage:
+    return OutboxMessage(r["id"], r["kind"], r["text"], r["created_at"], r["attempts"],
+                         r["next_at"], r["last_error"], r["parts_sent"])
+
+
 class Outbox:
     """Durable queue of notifications in the store (see the module docstring)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        _migrate(store)
         store.apply(SCHEMA)
 
     def enqueue(self, text: str, *, kind: str, dedupe_key: str | None = None,
@@ -80,17 +118,17 @@ class Outbox:
         """Unsent messages due at ``now`` (default: the current time), oldest first."""
         rows = self.store.query(
             "SELECT id, kind, text, created_at, attempts, next_at, last_error, parts_sent"
-            " FROM outbox"
-            " WHERE status = 'pending' AND next_at <= ? ORDER BY id LIMIT ?",
+            " FROM outbox WHERE status = 'pending' AND next_at <= ?"
+            " ORDER BY id LIMIT ?",
             (time.time() if now is None else now, limit))
-        return [OutboxMessage(r["id"], r["kind"], r["text"], r["created_at"], r["attempts"],
-                              r["next_at"], r["last_error"], r["parts_sent"]) for r in rows]
+        return [_message(r) for r in rows]
 
     def mark_sent(self, msg_id: int) -> None:
-        """Record that the transport accepted message ``msg_id`` (it is never sent again)."""
+        """Record that the transport accepted message ``msg_id`` (it is never sent again);
+        a parked (``dead``) message stays parked."""
         with self.store.tx() as db:
             db.execute("UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1"
-                       " WHERE id = ?", (time.time(), msg_id))
+                       " WHERE id = ? AND status = 'pending'", (time.time(), msg_id))
 
     def mark_part_sent(self, msg_id: int, parts_sent: int) -> None:
         """Record that the first ``parts_sent`` parts of a split message were accepted
@@ -110,11 +148,27 @@ class Outbox:
                        " WHERE id = ? AND status = 'pending'",
                        (retry_at, error[:MAX_ERROR_CHARS], msg_id))
 
+    def mark_dead(self, msg_id: int, error: str) -> None:
+        """Park message ``msg_id``: status ``dead`` with ``error`` (cut to MAX_ERROR_CHARS,
+        free of secrets); it is never sent or retried again."""
+        with self.store.tx() as db:
+            db.execute("UPDATE outbox SET status = 'dead', attempts = attempts + 1,"
+                       " last_error = ? WHERE id = ? AND status = 'pending'",
+                       (error[:MAX_ERROR_CHARS], msg_id))
+
+    def dead(self, limit: int = 50) -> list[OutboxMessage]:
+        """Parked messages, newest first (``last_error`` says why)."""
+        rows = self.store.query(
+            "SELECT id, kind, text, created_at, attempts, next_at, last_error, parts_sent"
+            " FROM outbox WHERE status = 'dead' ORDER BY id DESC LIMIT ?",
+            (limit,))
+        return [_message(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
-        """``{"pending": n, "sent": n}``: messages by status."""
+        """``{"pending": n, "sent": n, "dead": n}``: messages by status."""
         rows = self.store.query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
         found = {r["status"]: int(r["n"]) for r in rows}
-        return {"pending": found.get("pending", 0), "sent": found.get("sent", 0)}
+        return {status: found.get(status, 0) for status in STATUSES}
 
     def next_due(self) -> float | None:
         """The earliest ``next_at`` (Unix seconds) of an unsent message, or None."""

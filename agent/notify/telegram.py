@@ -40,15 +40,24 @@ TOKEN_PATTERN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{10,200}")
 PARSE_MODE = "HTML"
 
 
+PERMANENT_CODES = (400, 403, 404)  # the same message would be refused again
+
+
 class TelegramError(UpstreamUnavailable):
     """A send failed; ``retry_after_s`` is Telegram's 429 ``retry_after`` when given.
 
-    ``message`` never contains the bot token.
+    ``permanent`` is True when Telegram refused this message for good (400
+    other than "can't parse entities", e.g. "message text is empty"; 403 bot
+    blocked or not a member; 404): resending it cannot succeed.  Timeouts,
+    connection errors, 429 and 5xx are transient.  ``message`` never
+    contains the bot token.
     """
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None,
+                 permanent: bool = False) -> None:
         super().__init__("telegram", message, retry_after_s=retry_after_s)
         self.retry_after_s = retry_after_s
+        self.permanent = permanent
 
 
 def utf16_len(text: str) -> int:
@@ -195,7 +204,10 @@ class TelegramClient:
         try:
             async with self._http().post(self._url(), json=body, timeout=timeout) as resp:
                 answer = await _json(resp)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except TimeoutError:
+            raise TelegramError(f"no answer from Telegram within {self.cfg.timeout_s:g} s"
+                                ) from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise TelegramError(self._redact(f"{type(exc).__name__}: {exc}")) from None
         return _result(answer, self._redact)
 
@@ -236,5 +248,7 @@ def _result(answer: dict[str, Any], redact: Callable[[str], str]) -> SentPart:
     params = answer.get("parameters")
     retry = params.get("retry_after") if isinstance(params, dict) else None
     description = redact(str(answer.get("description", "no description"))[:300])
-    raise TelegramError(f"telegram error {answer.get('error_code')}: {description}",
-                        retry_after_s=float(retry) if isinstance(retry, int | float) else None)
+    code = answer.get("error_code")
+    raise TelegramError(f"telegram error {code}: {description}",
+                        retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+                        permanent=code in PERMANENT_CODES)

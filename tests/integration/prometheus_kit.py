@@ -80,19 +80,26 @@ def missing_tools() -> str | None:
 
 
 @contextmanager
-def prometheus_with(openmetrics: str, work: Path) -> Iterator[str]:
-    """Backfill ``openmetrics`` and serve it on 127.0.0.1; yields the base URL."""
+def prometheus_with(openmetrics: str, work: Path, *, retention: str = "30d",
+                    max_block: str = "") -> Iterator[str]:
+    """Backfill ``openmetrics`` and serve it on 127.0.0.1; yields the base URL.
+
+    ``retention``: Prometheus deletes blocks older than this at start (longer than the
+    backfilled span, or its oldest days vanish).  ``max_block`` (e.g. ``240h``): promtool's
+    ``--max-block-duration``; promtool reads the input once per block, so weeks of history
+    backfill in 1 s with 240 h blocks against ~40 s with the default 2 h."""
     data, source = work / "tsdb", work / "series.om"
     data.mkdir(parents=True)
     source.write_text(openmetrics)
-    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source),
-                    str(data)], check=True, capture_output=True, timeout=300)
+    block = [f"--max-block-duration={max_block}"] if max_block else []
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", *block,
+                    str(source), str(data)], check=True, capture_output=True, timeout=300)
     (work / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
     url = f"http://127.0.0.1:{_free_port()}"
     log = (work / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         ["prometheus", f"--config.file={work / 'prometheus.yml'}",
-         f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=30d",
+         f"--storage.tsdb.path={data}", f"--storage.tsdb.retention.time={retention}",
          f"--web.listen-address={url.removeprefix('http://')}"],
         stdout=log, stderr=subprocess.STDOUT)
     try:

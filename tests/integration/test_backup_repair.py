@@ -57,7 +57,8 @@ class Kit:
         return await self.runner.run("backup-repair", **kw)  # type: ignore[arg-type]
 
 
-def make_kit(tmp: Path, *, push: bool = False, remote_path: Path | None = None) -> Kit:
+def make_kit(tmp: Path, *, push: bool = False, remote_path: Path | None = None,
+             timeout_s: float = 30) -> Kit:
     origin, other, local = tmp / "origin.git", tmp / "other", tmp / "local"
     if not origin.exists():
         git(tmp, "init", "-q", "--bare", "-b", "main", str(origin))
@@ -70,7 +71,7 @@ def make_kit(tmp: Path, *, push: bool = False, remote_path: Path | None = None) 
                   sampling=SamplingConfig(disks=(str(tmp),)),
                   backup_repair=BackupRepairConfig(repos=(BackupRepo(
                       path=str(local), remote="origin", branch="main", push=push),),
-                      git_timeout_s=30))
+                      git_timeout_s=timeout_s))
     store = Store(cfg.state_dir)
     auditor = Auditor(JournalWriter(socket_path=str(tmp / "no.sock"), stream=io.StringIO()))
     alerts = AlertLog(store, auditor)
@@ -293,3 +294,95 @@ async def test_hold_refuses_a_real_run_and_a_dry_run_changes_nothing(kit: Kit) -
     assert rec["status"] == "ok" and s["status"] == "planned"
     assert "would rebase 1 local commits" in s["detail"]
     assert snapshot(kit.local) == before and kit.safety_refs() == {}
+
+
+def amend_and_force_push(kit: Kit) -> str:
+    """The trial's repro: local commits+pushes local1; the other clone amends it, adds and
+    commits notes.txt, force-pushes.  Returns local1."""
+    git(kit.local, "pull", "-q", "--ff-only")
+    local1 = commit(kit.local, "c.txt", "local1\n")
+    git(kit.local, "push", "-q", "origin", "main")
+    git(kit.other, "pull", "-q", "--ff-only")
+    git(kit.other, "commit", "-q", "--amend", "-m", "local1, amended")
+    commit(kit.other, "notes.txt", "remote notes\n")
+    git(kit.other, "push", "-q", "--force", "origin", "main")
+    return local1
+
+
+@pytest.mark.parametrize("case", ["reset", "ignored-ff", "dir-ff", "rebase"])
+async def test_untracked_files_the_target_would_overwrite_are_refused(kit: Kit,
+                                                                      case: str) -> None:
+    blocked = "notes.txt"
+    if case == "reset":
+        amend_and_force_push(kit)
+    elif case == "ignored-ff":
+        kit.upstream_commit("notes.txt", "remote notes\n")
+        (kit.local / ".git" / "info" / "exclude").write_text("notes.txt\n")
+    elif case == "dir-ff":
+        (kit.other / "notes.txt").mkdir()
+        kit.upstream_commit("notes.txt/n.txt", "remote notes\n")
+    else:
+        kit.upstream_commit("notes.txt", "remote notes\n")
+        commit(kit.local, "c.txt", "only here\n")  # not on the remote: a rebase
+    (kit.local / "notes.txt").write_text("PRECIOUS\n")
+    before, tip = snapshot(kit.local), kit.tip(kit.local)
+    rec = await kit.run()
+    s = step(rec)
+    assert rec["status"] == "failed", rec
+    assert s["error"].startswith("broken: untracked working tree files would be overwritten "
+                                 f"by origin/main: {blocked}; move them away"), s
+    assert "conflict" not in s["error"] and "internal" not in s["error"]
+    assert (kit.local / "notes.txt").read_text() == "PRECIOUS\n"
+    assert kit.tip(kit.local) == tip and snapshot(kit.local)[1:] == before[1:]  # only fetched
+    assert kit.safety_refs() == {}
+    assert ("backup.failed", str(kit.local)) in [(e.kind, e.subject) for e in kit.alerts.recent()]
+
+
+async def test_a_hung_remote_times_out_as_upstream_unavailable(kit: Kit) -> None:
+    await kit.runner.close()
+    kit = make_kit(kit.tmp, timeout_s=2)
+    kit.upstream_commit("b.txt", "theirs\n")
+    git(kit.local, "config", "remote.origin.uploadpack", "sleep 30; git-upload-pack")
+    before = snapshot(kit.local)
+    rec = await kit.run()
+    s = step(rec)
+    assert rec["status"] == "failed"
+    assert s["error"] == "upstream_unavailable: fetch from origin timed out after 2 s", s
+    assert snapshot(kit.local) == before
+    rec = await kit.run(dry_run=True)  # ls-remote hangs the same way
+    assert step(rec)["error"] == "upstream_unavailable: fetch from origin timed out after 2 s"
+
+
+async def test_a_dry_run_reports_without_alerting(kit: Kit) -> None:
+    (kit.local / "a.txt").write_text("edited\n")
+    rec = await kit.run(dry_run=True)
+    assert step(rec)["error"].startswith("broken: dirty work tree"), rec
+    amend_and_force_push(kit)
+    rec = await kit.run(dry_run=True)
+    assert kit.alerts.recent() == []
+
+
+async def test_one_safety_ref_per_commit(kit: Kit) -> None:
+    kit.upstream_commit("a.txt", "one\nTHEIRS\nthree\n")
+    mine = commit(kit.local, "a.txt", "one\nMINE\nthree\n")
+    for _ in range(3):
+        rec = await kit.run()
+        assert rec["status"] == "failed"
+    [(ref, at)] = kit.safety_refs().items()
+    assert at == mine and f"safety ref {ref} already covers {mine[:12]}" in step(rec)["detail"]
+
+
+async def test_a_rejected_push_keeps_gits_reason(kit: Kit) -> None:
+    await kit.runner.close()
+    kit = make_kit(kit.tmp, push=True)
+    hook = kit.origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\n" + "echo 'policy text that goes on and on'\n" * 20 + "exit 1\n")
+    hook.chmod(0o755)
+    mine = commit(kit.local, "c.txt", "mine\n")
+    rec = await kit.run()
+    error = step(rec)["error"]
+    assert rec["status"] == "failed" and error.startswith(
+        "ahead: push failed: ! [remote rejected] main -> main (pre-receive hook declined) | "
+        "error: failed to push some refs"), error
+    assert "remote: policy text" in error and len(error) < 700
+    assert kit.tip(kit.origin) != mine

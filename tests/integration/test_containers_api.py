@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from tests.integration.dockerd import TestEngine
 from tests.integration.watchdog_kit import run_flip, state, wait_for
@@ -17,19 +17,22 @@ from tests.protocol.conftest import VIEWER_UID, Agent, request, request_as, star
 pytestmark = pytest.mark.integration
 
 
-async def serve(tmp: Path, docker_host: str, **watchdog: Any) -> tuple[Agent, web.AppRunner]:
+@asynccontextmanager
+async def serve(tmp: Path, docker_host: str, **watchdog: Any) -> AsyncIterator[Agent]:
     """The protocol test agent (tests/protocol/conftest.py) on the tests' own engine."""
-    agent, runner, _sampler = await start_agent(tmp, docker_host=docker_host,
-                                                watchdog=watchdog)
-    return agent, runner
+    agent, runner, sampler = await start_agent(tmp, docker_host=docker_host,
+                                               watchdog=watchdog)
+    try:
+        yield agent
+    finally:
+        await runner.cleanup()
+        await sampler.stop()
 
 
 @pytest.fixture
 async def api(engine: TestEngine, short_tmp: Path) -> AsyncIterator[Agent]:
-    served, runner = await serve(short_tmp, engine.host, protected=("keep-me",),
-                                 max_restarts=1)
-    yield served
-    await runner.cleanup()
+    async with serve(short_tmp, engine.host, protected=("keep-me",), max_restarts=1) as agent:
+        yield agent
 
 
 async def get(api: Agent, path: str) -> tuple[int, Any]:
@@ -150,12 +153,9 @@ async def test_restart_unhealthy_gives_per_container_results(engine: TestEngine,
 
 
 async def test_docker_down_is_503_but_bad_names_fail_first(short_tmp: Path) -> None:
-    served, runner = await serve(short_tmp, f"unix://{short_tmp}/no-docker.sock")
-    try:
+    async with serve(short_tmp, f"unix://{short_tmp}/no-docker.sock") as served:
         status, error = await get(served, "/v1/containers")
         assert (status, error["code"], error["details"]["upstream"]) == \
             (503, "upstream_unavailable", "docker")
         assert (await post(served, "/v1/containers/web/restart"))[0] == 503
         assert (await post(served, "/v1/containers/.web/restart"))[0] == 400  # before Docker
-    finally:
-        await runner.cleanup()

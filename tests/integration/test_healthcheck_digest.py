@@ -23,7 +23,7 @@ from agent.containers.engine import DockerEngine
 from agent.hold import HoldStore
 from agent.host.sampler import HostSampler
 from agent.jobs.base import StepResult
-from agent.jobs.digest import DigestJob, build_digest, digest_text, iso_week
+from agent.jobs.digest import DigestJob, build_digest, digest_text, report_week
 from agent.jobs.digest_data import NO_PROM_DATA
 from agent.jobs.healthcheck import HealthcheckJob
 from agent.jobs.records import RunRecords
@@ -127,7 +127,7 @@ async def test_healthcheck_and_digest_through_the_runner(engine: TestEngine,
         assert first["status"] == "ok" and first["steps"][0]["status"] == "ok", first
         digests = outbox_rows(store, "digest")
         assert len(digests) == 1
-        week = iso_week(time.time())
+        week = report_week(time.time())
         assert digests[0]["dedupe_key"] == f"digest:{week}"
         text = digests[0]["text"]
         assert f"vm-agent weekly digest {week} (" in text

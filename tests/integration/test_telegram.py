@@ -126,12 +126,13 @@ class Kit:
     clock: Clock
     made: list[Notifier] = field(default_factory=list)
 
-    def notifier(self, api_base: str, *, chat_id: str = CHAT, poll_s: float = 5.0) -> Notifier:
+    def notifier(self, api_base: str, *, chat_id: str = CHAT, poll_s: float = 5.0,
+                 **telegram: Any) -> Notifier:
         creds = self.tmp / "creds"
         creds.mkdir(exist_ok=True)
         (creds / "telegram-token").write_text(TOKEN + "\n")
-        cfg = Config(telegram=TelegramConfig(api_base=api_base, chat_id=chat_id, timeout_s=2.0,
-                                             retry_min_s=10.0, retry_max_s=40.0),
+        tcfg = {"timeout_s": 2.0, "retry_min_s": 10.0, "retry_max_s": 40.0, **telegram}
+        cfg = Config(telegram=TelegramConfig(api_base=api_base, chat_id=chat_id, **tcfg),
                      alerts=AlertsConfig(host_name=HOST, poll_interval_s=poll_s))
         self.made.append(Notifier(cfg, self.store, credentials_dir=str(creds), clock=self.clock))
         return self.made[-1]
@@ -162,7 +163,7 @@ async def test_alert_goes_out_escaped_with_host_and_emoji(bot: BotApi, kit: Kit)
     assert (body["chat_id"], body["parse_mode"]) == (CHAT, "HTML")
     assert body["text"] == (f"<b>{HOST}</b>\n\U0001F534 CRIT: io.write_rate &lt;web&amp;api&gt;"
                             "\n&lt;web&amp;api&gt; writes 50 GB/day \U0001F4BE")
-    assert notifier.stats() == {"sent": 1, "failed": 0, "pending": 0}
+    assert notifier.stats() == {"sent": 1, "failed": 0, "pending": 0, "dead": 0}
     await notifier.stop()
 
 
@@ -196,7 +197,7 @@ async def test_outage_then_recovery_loses_and_doubles_nothing(bot: BotApi, kit: 
     assert [t.split("\n")[1] for t in bot.texts()] == [
         "\U0001F7E0 WARN: io.write_rate a", "\U0001F7E0 WARN: io.write_rate b",
         "\U0001F7E0 WARN: io.write_rate c"]
-    assert notifier.stats() == {"sent": 3, "failed": 1, "pending": 0}
+    assert notifier.stats() == {"sent": 3, "failed": 1, "pending": 0, "dead": 0}
     await notifier.stop()
 
 
@@ -309,6 +310,79 @@ async def test_bad_token_error_never_reaches_logs_or_rows(
     await notifier.stop()
     assert "Unauthorized /bot<token>/sendMessage" in caplog.text
     assert TOKEN.split(":")[1] not in caplog.text + dump(kit.store)
+
+
+def refusal(code: int, description: str) -> tuple[int, dict[str, Any]]:
+    return code, {"ok": False, "error_code": code, "description": description}
+
+
+def outbox_rows(store: Store) -> list[tuple[str, str, int, str | None]]:
+    return [(r["text"], r["status"], r["attempts"], r["last_error"]) for r in store.query(
+        "SELECT text, status, attempts, last_error FROM outbox ORDER BY id")]
+
+
+async def test_a_refused_message_is_parked_and_the_next_ones_go_out(
+        bot: BotApi, kit: Kit, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = Outbox(kit.store)
+    for text in ("empty", "blocked", "gone", "fine"):
+        outbox.enqueue(text, kind="alert", at=kit.clock.now)
+    bot.script = [refusal(400, "Bad Request: message text is empty"),
+                  refusal(403, "Forbidden: bot was blocked by the user"),
+                  refusal(404, "Not Found")]
+    notifier = kit.notifier(bot.url)
+    with caplog.at_level(logging.WARNING):
+        await notifier.run_once()
+        await notifier.run_once()  # a parked message is never retried
+    assert bot.texts() == [f"<b>{HOST}</b>\nfine"] and bot.requests == 4
+    assert outbox_rows(kit.store) == [
+        ("empty", "dead", 1, "telegram error 400: Bad Request: message text is empty"),
+        ("blocked", "dead", 1, "telegram error 403: Forbidden: bot was blocked by the user"),
+        ("gone", "dead", 1, "telegram error 404: Not Found"),
+        ("fine", "sent", 1, None)]
+    parked = [r for r in caplog.records if "parked" in r.getMessage()]
+    assert len(parked) == 3 and {r.levelno for r in parked} == {logging.ERROR}
+    assert "message text is empty" in parked[0].getMessage()
+    assert notifier.stats() == {"sent": 1, "failed": 3, "pending": 0, "dead": 3}
+    assert [m.text for m in outbox.dead()] == ["gone", "blocked", "empty"]
+
+
+async def test_a_message_failing_transiently_is_parked_after_max_attempts(
+        bot: BotApi, kit: Kit) -> None:
+    outbox = Outbox(kit.store)
+    outbox.enqueue("stuck", kind="alert", at=kit.clock.now)
+    outbox.enqueue("behind", kind="alert", at=kit.clock.now)
+    bot.script = [BAD_GATEWAY] * 3
+    notifier = kit.notifier(bot.url, max_attempts=3)
+    for _ in range(3):
+        await notifier.run_once()
+        kit.clock.now += 40
+    assert bot.texts() == [f"<b>{HOST}</b>\nbehind"] and bot.requests == 4
+    assert outbox_rows(kit.store)[0] == ("stuck", "dead", 3,
+                                         "telegram error 502: Bad Gateway")
+
+
+async def test_a_message_failing_past_give_up_after_s_is_parked(bot: BotApi, kit: Kit) -> None:
+    outbox = Outbox(kit.store)
+    outbox.enqueue("old", kind="alert", at=kit.clock.now)
+    outbox.enqueue("new", kind="alert", at=kit.clock.now + 3600)
+    kit.clock.now += 3600
+    bot.script = [TOO_MANY]
+    notifier = kit.notifier(bot.url, give_up_after_s=3600.0)
+    await notifier.run_once()
+    assert outbox_rows(kit.store)[0][:3] == ("old", "dead", 1)
+    assert bot.texts() == [f"<b>{HOST}</b>\nnew"]
+
+
+async def test_a_timeout_stores_a_clear_error(bot: BotApi, kit: Kit) -> None:
+    async def silent(request: web.Request) -> web.Response | None:
+        await asyncio.sleep(1.5)
+        return None
+    bot.hook = silent
+    Outbox(kit.store).enqueue("slow", kind="alert", at=kit.clock.now)
+    notifier = kit.notifier(bot.url, timeout_s=1.0)
+    await notifier.run_once()
+    [row] = outbox_rows(kit.store)
+    assert row == ("slow", "pending", 1, "no answer from Telegram within 1 s")
 
 
 def dump(store: Store) -> str:

@@ -146,6 +146,7 @@ def test_service_writes_only_listed_paths() -> None:
         "/run/log/journal",
         "/var/cache/apt",
         "/var/lib/apt/lists",
+        "/var/lib/prometheus/node-exporter",  # metrics.textfile (agent/metrics_export.py)
     ]
     assert values(svc, "Service", "StateDirectory") == ["vm-agent"]
 

@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,9 +26,17 @@ from aiohttp import web
 from agent.api.access import AccessPolicy
 from agent.api.commands import COMMANDS
 from agent.api.server import ServerState, make_app
+from agent.api.services import Services
 from agent.api.transport import ConnectionGuard, GuardedUnixSite
 from agent.audit import Auditor
-from agent.config import AccessConfig, Config, DockerConfig, RoleConfig, SamplingConfig
+from agent.config import (
+    AccessConfig,
+    Config,
+    DockerConfig,
+    MetricsConfig,
+    RoleConfig,
+    SamplingConfig,
+)
 from agent.host.sampler import HostSampler
 from agent.jobs.selftest import SelfTestJob
 from agent.journal import JournalWriter
@@ -49,30 +56,45 @@ class Agent:
     audit_stream: io.StringIO
     state_dir: Path
     guard: ConnectionGuard
+    services: Services
 
     def audit_entries(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit_stream.getvalue().splitlines() if line]
 
 
-def test_config(tmp: Path, **server: Any) -> Config:
+def test_config(tmp: Path, *, docker_host: str | None = None,
+                watchdog: dict[str, Any] | None = None,
+                ollama: dict[str, Any] | None = None,
+                prometheus: dict[str, Any] | None = None, **server: Any) -> Config:
+    """A config for one test agent in ``tmp``: no Docker unless ``docker_host`` is given."""
     cfg = Config()
     return replace(
         cfg,
         server=replace(cfg.server, socket=str(tmp / "agent.sock"), socket_mode=0o666, **server),
         access=AccessConfig(viewer=RoleConfig(uids=(VIEWER_UID,)), operator=RoleConfig()),
         sampling=SamplingConfig(interval_s=5, cpu_window_s=0.2),
-        docker=DockerConfig(host=f"unix://{tmp}/no-docker.sock", timeout_s=1),
+        docker=DockerConfig(host=docker_host or f"unix://{tmp}/no-docker.sock",
+                            timeout_s=5 if docker_host else 1),
+        watchdog=replace(cfg.watchdog, **(watchdog or {})),
+        ollama=replace(cfg.ollama, **{"url": "http://127.0.0.1:1", **(ollama or {})}),
+        prometheus=replace(cfg.prometheus, **(prometheus or {})),
+        metrics=MetricsConfig(textfile=str(tmp / "vm-agent.prom")),
         state_dir=str(tmp / "state"), run_dir=str(tmp),
     )
 
 
-async def start_agent(tmp: Path, **server: Any) -> tuple[Agent, web.AppRunner, HostSampler]:
+async def start_agent(tmp: Path, *, docker_host: str | None = None,
+                      watchdog: dict[str, Any] | None = None,
+                      ollama: dict[str, Any] | None = None,
+                      prometheus: dict[str, Any] | None = None,
+                      **server: Any) -> tuple[Agent, web.AppRunner, HostSampler]:
     """The daemon's services (agent.wiring) behind the real app on a real socket.
 
     Docker is absent (the container commands answer 503); the host sampler
     runs; the io sampler makes one pass; the job catalog is the test job.
     """
-    cfg = test_config(tmp, **server)
+    cfg = test_config(tmp, docker_host=docker_host, watchdog=watchdog, ollama=ollama,
+                      prometheus=prometheus, **server)
     stream = io.StringIO()
     auditor = Auditor(JournalWriter(socket_path=str(tmp / "no-journal.sock"), stream=stream))
     services = build_services(cfg, auditor, config_digest="test",
@@ -87,16 +109,8 @@ async def start_agent(tmp: Path, **server: Any) -> tuple[Agent, web.AppRunner, H
     await services.sampler.start()
     sock = bind_unix(cfg.server.socket, mode=0o666, group=None)
     await GuardedUnixSite(runner, sock, guard).start()
-    return Agent(cfg.server.socket, stream, Path(cfg.state_dir), guard), runner, services.sampler
-
-
-@pytest.fixture
-def short_tmp() -> Any:
-    """A world-traversable temp dir with a short path (AF_UNIX paths max 108 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="vma-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
+    agent = Agent(cfg.server.socket, stream, Path(cfg.state_dir), guard, services)
+    return agent, runner, services.sampler
 
 
 @pytest.fixture

@@ -246,16 +246,26 @@ async def test_slow_client_is_cut_off(short_tmp: Path) -> None:
         await sampler.stop()
 
 
-PATH_SAMPLES = {"job": "selftest", "id": "1", "name": "web"}  # {placeholders} -> a target
+PATH_SAMPLES = {"job": "selftest", "id": "1", "name": "web",  # {placeholders} -> a target
+                "kind": "disk"}
 #: Docker is absent here: these answer 503 upstream_unavailable (the 200 path is exercised
 #: against the tests' own engine in tests/integration/test_containers_api.py).
 NEEDS_DOCKER = frozenset({"containers.list", "containers.unhealthy", "containers.logs",
                           "containers.health", "containers.restart",
                           "containers.restart_unhealthy"})
+#: Ollama is absent here (test_config points ollama.url at a closed port): 503 upstream
+#: ollama (the 200 paths run against a stand-in in tests/integration/test_ollama.py).
+NEEDS_OLLAMA = frozenset({"ollama.models", "ollama.loaded", "ollama.load_impact",
+                          "ollama.load", "ollama.unload"})
+#: prometheus.url is empty here: 503 upstream prometheus (the 200 paths run against a real
+#: Prometheus in tests/integration/test_trends.py).
+NEEDS_PROMETHEUS = frozenset({"metrics.trend"})
 
 
 def _sample_params(name: str) -> tuple[bytes, str]:
-    return {"hold.set": (b'{"reason": "registry walk"}', "")}.get(name, (b"", ""))
+    return {"hold.set": (b'{"reason": "registry walk"}', ""),
+            "ollama.load_impact": (b"", "?model=m"), "ollama.load": (b'{"model": "m"}', ""),
+            "ollama.unload": (b'{"model": "m"}', "")}.get(name, (b"", ""))
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: c.name)
@@ -265,8 +275,10 @@ async def test_every_registered_command_answers(agent_server: Agent, cmd: Any) -
         await request(agent_server, "POST", "/v1/jobs/selftest/run", b'{"dry_run": true}')
     route = re.sub(r"\{(\w+)\}", lambda m: PATH_SAMPLES.get(m[1], m[0]), cmd.route)
     status, env = await request(agent_server, cmd.method, route + query, body)
-    if cmd.name in NEEDS_DOCKER:
-        assert (status, env["error"]["details"]["upstream"]) == (503, "docker"), env
+    if cmd.name in NEEDS_DOCKER | NEEDS_OLLAMA | NEEDS_PROMETHEUS:
+        upstream = ("docker" if cmd.name in NEEDS_DOCKER else
+                    "ollama" if cmd.name in NEEDS_OLLAMA else "prometheus")
+        assert (status, env["error"]["details"]["upstream"]) == (503, upstream), env
         assert one_audit(agent_server, env["request_id"])["VMAGENT_COMMAND"] == cmd.name
         return
     assert status == 200, env

@@ -194,4 +194,44 @@ def test_outbox_dedupe_and_failure_bookkeeping(tmp_path: Path) -> None:
     [msg] = outbox.pending(now=T0 + 60)
     assert (msg.attempts, msg.last_error) == (1, "telegram error 502")
     outbox.mark_sent(first)
-    assert outbox.pending(now=T0 + 1e6) == [] and outbox.counts() == {"pending": 0, "sent": 1}
+    assert outbox.pending(now=T0 + 1e6) == [] and outbox.counts() == {"pending": 0, "sent": 1,
+                                                                        "dead": 0}
+
+
+def test_a_dead_message_is_parked_with_its_error_and_never_due(tmp_path: Path) -> None:
+    outbox = Outbox(Store(tmp_path))
+    poison = outbox.enqueue("", kind="alert", at=T0)
+    later = outbox.enqueue("next", kind="alert", at=T0 + 1)
+    assert poison is not None and later is not None
+    outbox.mark_dead(poison, "telegram error 400: Bad Request: message text is empty")
+    assert [m.id for m in outbox.pending(now=T0 + 1e6)] == [later]
+    [dead] = outbox.dead()
+    assert (dead.id, dead.attempts, dead.last_error) == (
+        poison, 1, "telegram error 400: Bad Request: message text is empty")
+    outbox.mark_sent(poison)  # a parked message stays parked
+    assert outbox.counts() == {"pending": 1, "sent": 0, "dead": 1}
+
+
+OLD_OUTBOX = """
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, created_at REAL NOT NULL, kind TEXT NOT NULL,
+    dedupe_key TEXT UNIQUE, text TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent')),
+    attempts INTEGER NOT NULL DEFAULT 0, parts_sent INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL, last_error TEXT, sent_at REAL);
+CREATE INDEX outbox_pending ON outbox (status, next_at);
+INSERT INTO outbox (created_at, kind, dedupe_key, text, next_at)
+    VALUES (1800000000, 'digest', 'digest:2026-W48', 'old', 1800000000);
+"""
+
+
+def test_an_outbox_from_before_dead_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.apply(OLD_OUTBOX)
+    outbox = Outbox(store)
+    [msg] = outbox.pending(now=T0)
+    outbox.mark_dead(msg.id, "telegram error 403: Forbidden: bot was blocked by the user")
+    assert outbox.counts() == {"pending": 0, "sent": 0, "dead": 1}
+    assert outbox.enqueue("x", kind="digest", dedupe_key="digest:2026-W48") is None
+    Outbox(store)  # a second open leaves it alone
+    assert [m.text for m in outbox.dead()] == ["old"]

@@ -10,7 +10,15 @@ import pytest
 
 from agent.config import BackupRepairConfig, BackupRepo
 from agent.errors import ConfigError
-from agent.gitrepo import Git, divergence, inspect, missing_by_patch, short
+from agent.gitrepo import (
+    Git,
+    divergence,
+    inspect,
+    missing_by_patch,
+    reason,
+    short,
+    untracked_in_way,
+)
 from agent.jobs.backup_repair import _classify
 
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
@@ -134,3 +142,34 @@ def test_config_rules() -> None:
     with pytest.raises(ConfigError):
         BackupRepairConfig(repos=(BackupRepo(path="/x"), BackupRepo(path="/x"))).validate()
     BackupRepairConfig(repos=(BackupRepo(path="/x"), BackupRepo(path="/y"))).validate()
+
+
+async def test_untracked_in_way_sees_files_ignored_files_and_dir_file_clashes(
+        pair: tuple[Path, Path]) -> None:
+    _, clone = pair
+    commit(clone, "notes.txt", "tracked\n")
+    (clone / "d").mkdir()
+    commit(clone, "d/x.txt", "x\n")
+    commit(clone, "f", "a file\n")
+    target = git(clone, "rev-parse", "HEAD")
+    git(clone, "reset", "-q", "--hard", "HEAD~3")
+    g = Git(str(clone), 30)
+    (clone / "unrelated.txt").write_text("mine")
+    assert await untracked_in_way(g, target) == []
+    (clone / "notes.txt").write_text("PRECIOUS")  # the same path
+    (clone / "d").write_text("a file where the target has a folder")
+    (clone / "f").mkdir()
+    (clone / "f" / "inner.txt").write_text("a folder where the target has a file")
+    (clone / ".git" / "info" / "exclude").write_text("notes.txt\n")  # ignored counts too
+    assert await untracked_in_way(g, target) == ["d", "f/inner.txt", "notes.txt"]
+
+
+def test_reason_keeps_the_lines_that_matter_first() -> None:
+    noise = "\n".join(f"remote: line {i} " + "x" * 40 for i in range(30))
+    text = (f"{noise}\nTo /srv/origin.git\n! [remote rejected] main -> main (pre-receive hook "
+            "declined)\nerror: failed to push some refs to '/srv/origin.git'\n")
+    got = reason(text)
+    assert got.startswith("! [remote rejected] main -> main (pre-receive hook declined) | "
+                          "error: failed to push some refs")
+    assert len(got) == 600 and got.endswith("...")
+    assert reason("fatal: x\n\n") == "fatal: x"

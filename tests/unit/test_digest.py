@@ -21,7 +21,15 @@ from agent.host.model import (
     MemorySample,
 )
 from agent.jobs.base import StepResult
-from agent.jobs.digest import build_digest, dedupe_key, digest_text, iso_week, top_action
+from agent.jobs.digest import (
+    NO_DOCKER_WATCH,
+    build_digest,
+    dedupe_key,
+    digest_text,
+    iso_week,
+    report_week,
+    top_action,
+)
 from agent.jobs.digest_data import NO_AGENT_DATA, promql
 from agent.jobs.records import RunRecords
 from agent.notify.outbox import Outbox
@@ -97,7 +105,7 @@ def store(tmp_path: Path) -> Store:
 async def test_digest_from_the_agents_records_has_exact_figures(store: Store) -> None:
     d = await build_digest(store, Config(), end=END)
     assert digest_text(d, T).splitlines() == [
-        "vm-agent weekly digest 2026-W49 (2026-11-23 08:00 to 2026-11-30 08:00 UTC)",
+        "vm-agent weekly digest 2026-W48 (2026-11-23 08:00 to 2026-11-30 08:00 UTC)",
         "Host figures from the agent's own samples (3 samples in 2 hours).",
         "- CPU steal: 4.0 % average",
         "- Free RAM (MemAvailable): 3.0 GB average",
@@ -154,15 +162,33 @@ async def test_top_action_follows_the_documented_order(store: Store) -> None:
     assert top_action(swap, T).startswith("swap was used")
 
 
-def test_one_digest_per_iso_week(tmp_path: Path) -> None:
+def test_one_digest_per_reported_iso_week(tmp_path: Path) -> None:
     assert iso_week(END) == "2026-W49"
     assert iso_week(END - 9 * 3600) == "2026-W48"  # Sunday 23:00 is still last week
     assert iso_week(at("2027-01-03T12:00:00Z")) == "2026-W53"  # ISO year != calendar year
-    assert dedupe_key(END) == dedupe_key(END + 6 * DAY) == "digest:2026-W49"
+    # the Monday 08:00 run reports on the week that just ended (W48: Nov 23-29)
+    assert report_week(END) == "2026-W48" and dedupe_key(END) == "digest:2026-W48"
+    # a manual Sunday run and the Monday timer report on the same week: one digest
+    sunday = at("2026-11-29T20:00:00Z")
+    assert dedupe_key(sunday) == dedupe_key(END) == dedupe_key(END + 3 * DAY)
+    assert report_week(at("2027-01-04T08:00:00Z")) == "2026-W53"  # across the ISO year
     outbox = Outbox(Store(tmp_path))
-    assert outbox.enqueue("a", kind="digest", dedupe_key=dedupe_key(END)) is not None
-    assert outbox.enqueue("b", kind="digest", dedupe_key=dedupe_key(END + DAY)) is None
+    assert outbox.enqueue("a", kind="digest", dedupe_key=dedupe_key(sunday)) is not None
+    assert outbox.enqueue("b", kind="digest", dedupe_key=dedupe_key(END)) is None
     assert outbox.enqueue("c", kind="digest", dedupe_key=dedupe_key(END + 7 * DAY)) is not None
+
+
+async def test_watchdog_restarts_are_no_data_when_docker_was_never_watched(
+        tmp_path: Path) -> None:
+    s = Store(tmp_path / "state")
+    HostHistory(s).record(host("2026-11-24T10:00:05Z", steal=2.0, avail=4 * 10**9, swap=0,
+                               disks={"/": 50.0}, unhealthy=None))  # Docker unreachable
+    text = digest_text(await build_digest(s, Config(), end=END), T).splitlines()
+    assert f"- Watchdog restarts: {NO_DOCKER_WATCH}" in text
+    HostHistory(s).record(host("2026-11-25T10:00:05Z", steal=2.0, avail=4 * 10**9, swap=0,
+                               disks={"/": 50.0}, unhealthy=0))  # Docker watched, all healthy
+    text = digest_text(await build_digest(s, Config(), end=END), T).splitlines()
+    assert "- Watchdog restarts: 0" in text
 
 
 def test_prometheus_queries_use_node_exporter_series() -> None:

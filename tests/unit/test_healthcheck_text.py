@@ -120,3 +120,15 @@ def test_several_metrics_worst_first_and_configured_limits_used() -> None:
 def test_size_units_are_decimal() -> None:
     assert (size(999_999_999), size(10**9), size(1_550_000_000)) == ("1000 MB", "1.0 GB",
                                                                       "1.6 GB")
+
+
+@pytest.mark.parametrize(("per_core", "says", "never"), [
+    (2.0, "More runnable tasks than cores.", "under one runnable task per core"),
+    (0.58, "above your configured limit of 0.5 but under one runnable task per core",
+     "More runnable tasks than cores"),
+])
+def test_load_advice_matches_the_value(per_core: float, says: str, never: str) -> None:
+    t = replace(T, load1_per_core=Threshold(0.5, 4.0))
+    line = text_of(sample(t, load=replace(LOAD, load1_per_core=per_core)), t).splitlines()[2]
+    assert line.startswith(f"- [WARN] Load per core (1 min): {per_core:.2f} (WARN above 0.5)")
+    assert says in line and never not in line
