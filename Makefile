@@ -20,10 +20,13 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp  ## create .venv with the agent and its dev tools
 
 run: venv  ## run the agent on this machine's /proc and Docker; socket .run/agent.sock
-	mkdir -p $(RUNDIR)/state
+	mkdir -p $(RUNDIR)/state $(RUNDIR)/conf.d
+	cp etc/vm-agent.yaml $(RUNDIR)/vm-agent.yaml
+	@# a dev run writes nothing outside .run/ (the shipped file exports to node_exporter's folder)
+	printf 'metrics:\n  textfile: %s/vm-agent.prom\n' '$(RUNDIR)' > $(RUNDIR)/conf.d/10-make-run.yaml
 	@echo "query it:  curl --unix-socket $(SOCKET) http://localhost/v1/health"
 	@echo "      or:  $(BIN)/vm-agentctl --socket $(SOCKET) health"
-	$(BIN)/vm-agent serve --config etc/vm-agent.yaml --socket $(SOCKET) \
+	$(BIN)/vm-agent serve --config $(RUNDIR)/vm-agent.yaml --socket $(SOCKET) \
 	  --state-dir $(RUNDIR)/state --run-dir $(RUNDIR)
 
 deps:  ## install the system packages the tests need (Debian; needs root)
