@@ -37,7 +37,7 @@ lint: venv  ## ruff, mypy --strict, unit file checks
 	$(BIN)/mypy agent
 	scripts/check-units.sh
 
-test: venv deps lint  ## every test layer; a skipped test fails the run
+test: deps venv lint  ## every test layer; a skipped test fails the run
 	VMAGENT_STRICT=1 $(BIN)/pytest -m "not e2e"
 
 unit: venv
@@ -46,7 +46,7 @@ unit: venv
 protocol: venv
 	$(BIN)/pytest tests/protocol
 
-integration: venv deps
+integration: deps venv
 	VMAGENT_STRICT=1 $(BIN)/pytest tests/integration
 
 install:  ## install the agent, units and config on this host (root)
