@@ -60,6 +60,6 @@ async def hold_set(call: Call[HoldParams]) -> dict[str, Any]:
 async def hold_clear(call: Call[NoParams]) -> dict[str, Any]:
     """Lift the hold; returns ``{active: false, lifted: <the hold as it was>}``."""
     previous = call.services.hold.clear()
-    if previous.active and getattr(call.services, "watchdog", None) is not None:
+    if previous.active and call.services.watchdog is not None:
         call.services.watchdog.wake("hold lifted")  # restarts the hold deferred happen now
     return {**call.services.hold.get().to_wire(), "lifted": previous.to_wire()}
