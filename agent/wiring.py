@@ -105,4 +105,4 @@ async def stop_services(services: Services) -> None:
     if services.watchdog is not None:
         await services.watchdog.stop()
     if services.docker is not None:
-        services.docker.close()
+        await services.docker.aclose()

@@ -12,11 +12,12 @@
    ``{"wait": true}`` (one full pass as a recorded job; the pass's own time
    is its step's ``duration_s``), ``--rounds`` times each;
 4. ``GET /v1/health`` p50/p99 (bench/loadgen.py ``seq``, a separate process,
-   one keep-alive connection) with no pass running, and while a thread here
-   runs watchdog passes back to back; alternated ``--health-rounds`` times,
-   the median round reported;
-5. ``GET /v1/containers`` on a second agent with ``watchdog.events: false``
-   (no inspect cache: every container inspected each time);
+   one keep-alive connection) with no pass running, while a thread here
+   runs watchdog passes back to back on the same agent, and (a control)
+   while that thread runs them on a second agent on the same engine;
+   alternated ``--health-rounds`` times, the median round reported;
+5. ``GET /v1/containers`` on that second agent, which has ``watchdog.events:
+   false`` (no inspect cache: every container inspected each time);
 6. ``docker ps --filter health=unhealthy`` on the same engine, for comparison.
 
 Exit status 0 when every target is met, 1 when one is
@@ -147,9 +148,11 @@ def health_seq(sock: Path, requests: int) -> dict[str, Any]:
     return out | {"wall_s": raw["loader_wall_s"], "errors": raw["errors"]}
 
 
-def health_during_passes(sock: Path, requests: int) -> dict[str, Any]:
-    """Health latency while passes run back to back; ``busy_share`` = pass time / wall."""
-    driver = PassDriver(sock)
+def health_during_passes(sock: Path, requests: int, *,
+                         driven: Path | None = None) -> dict[str, Any]:
+    """Health latency on ``sock`` while passes run back to back on ``driven`` (default: the
+    same agent); ``busy_share`` = pass time / wall."""
+    driver = PassDriver(driven or sock)
     driver.start()
     time.sleep(0.05)  # the first pass is under way
     health = health_seq(sock, requests)
@@ -157,19 +160,31 @@ def health_during_passes(sock: Path, requests: int) -> dict[str, Any]:
     return health | passes | {"busy_share": min(1.0, passes["busy_s"] / health["wall_s"])}
 
 
-def health_phase(sock: Path, rounds: int, requests: int) -> dict[str, Any]:
-    """``rounds`` alternations of (no pass, passes running); every round and the medians."""
+HEALTH_SIDES = ("idle", "passes", "other_passes")
+
+
+def health_phase(sock: Path, other: Path, rounds: int, requests: int) -> dict[str, Any]:
+    """``rounds`` alternations of (no pass, this agent's passes running, the ``other``
+    agent's passes running); every round and the medians.
+
+    The third is a control: the same Docker and client load on the machine,
+    but not on this agent's event loop.  What it adds over "no pass" is the
+    machine's share; what "passes" adds over it is the agent's own.
+    """
     each = []
     for index in range(rounds):
         one = {"idle": health_seq(sock, requests),
-               "passes": health_during_passes(sock, requests)}
+               "passes": health_during_passes(sock, requests),
+               "other_passes": health_during_passes(sock, requests, driven=other)}
         each.append(one)
-        print(f"  round {index + 1}/{rounds}: health p50/p99 no pass "
-              f"{one['idle']['p50_ms']:.3f}/{one['idle']['p99_ms']:.3f} ms, passes running "
-              f"{one['passes']['p50_ms']:.3f}/{one['passes']['p99_ms']:.3f} ms "
-              f"({one['passes']['passes']} passes)", flush=True)
+        print(f"  round {index + 1}/{rounds}: health p50/p99 ms: no pass "
+              + ", ".join(f"{one[k]['p50_ms']:.3f}/{one[k]['p99_ms']:.3f}" + label
+                          for k, label in (("idle", ""), ("passes", " passes running"),
+                                           ("other_passes", " the other agent's passes")))
+              + f" ({one['passes']['passes']}, {one['other_passes']['passes']} passes)",
+              flush=True)
     median = {side: {k: statistics.median(r[side][k] for r in each)
-                     for k in ("p50_ms", "p99_ms", "max_ms")} for side in ("idle", "passes")}
+                     for k in ("p50_ms", "p99_ms", "max_ms")} for side in HEALTH_SIDES}
     return {"rounds": each, "median": median}
 
 
@@ -203,15 +218,16 @@ def wait_seen(sock: Path, timeout_s: float = 60.0) -> dict[str, Any]:
 
 # -- main ----------------------------------------------------------------------------
 
-def _cold_list(stack: contextlib.ExitStack, tmp: Path, host: str,
-               rounds: int) -> dict[str, Any]:
-    """The list on an agent without the event stream (no inspect cache); stopped after."""
+def _cold_agent(stack: contextlib.ExitStack, tmp: Path,
+                host: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """A second agent without the event stream (no inspect cache): the health control's
+    pass driver, then the cold list.  Its process and socket."""
     config = write_config(tmp, host, watchdog_events=False, name="no-events.yaml")
-    agent = started(stack, spawn_agent(config, tmp / "cold"), tmp / "cold/agent.sock")
-    wait_seen(tmp / "cold/agent.sock")
-    out = list_phase(tmp / "cold/agent.sock", rounds)
-    common.stop(agent)
-    return out
+    sock = tmp / "cold/agent.sock"
+    agent = started(stack, spawn_agent(config, tmp / "cold"), sock)
+    wait_seen(sock)
+    one_pass(sock)
+    return agent, sock
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path) -> dict[str, Any]:
@@ -226,9 +242,12 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path) -> dic
     print(f"GET /v1/containers and watchdog passes x {args.rounds} ...", flush=True)
     results["list"] = list_phase(sock, args.rounds)
     results["passes"] = pass_phase(sock, args.rounds, agent.pid, engine.pid or 0)
+    cold, cold_sock = _cold_agent(stack, tmp, host)
     print("GET /v1/health with and without passes ...", flush=True)
-    results["health"] = health_phase(sock, args.health_rounds, args.health_requests)
-    results["list_cold"] = _cold_list(stack, tmp, host, args.rounds)
+    results["health"] = health_phase(sock, cold_sock, args.health_rounds, args.health_requests)
+    results["memory"] = common.memory(agent.pid)
+    results["list_cold"] = list_phase(cold_sock, args.rounds)
+    common.stop(cold)
     results["docker_ps"] = docker_ps(host, args.rounds)
     results["machine"]["loadavg_end"] = common.loadavg()
     results["targets"] = targets(results)

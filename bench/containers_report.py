@@ -8,7 +8,9 @@ from bench.fleet import CONTAINERS, UNHEALTHY
 
 LIMIT_MS = 150.0
 #: "health latency does not move while a pass runs", read as: with passes running back
-#: to back, p50 within 1.25x and p99 within 2x of the same figure with no pass.
+#: to back on the agent, p50 within 1.25x and p99 within 2x of the same figure with no
+#: pass, both measured in the same run (medians of the rounds).  The control (passes on
+#: another agent) is reported, not judged.
 HEALTH_P50_RATIO, HEALTH_P99_RATIO = 1.25, 2.0
 
 #: (name, what, limit, "<" | "<=").
@@ -58,12 +60,20 @@ def table(results: dict[str, Any]) -> str:
                  f"{k} {v:.1f}" for k, v in results["passes"]["cpu_ms_per_pass"].items()), "",
              "GET /v1/health, keep-alive sequential, median of rounds (ms):",
              f"  {'':24} {'p50':>8} {'p99':>8} {'max':>8}"]
-    for side, label in (("idle", "no pass running"), ("passes", "passes back to back")):
-        lines.append(f"  {label:24} {h[side]['p50_ms']:8.3f} {h[side]['p99_ms']:8.3f} "
-                     f"{h[side]['max_ms']:8.3f}")
+    for side, label in (("idle", "no pass running"), ("passes", "passes back to back"),
+                        ("other_passes", "  on another agent")):
+        if side in h:
+            lines.append(f"  {label:24} {h[side]['p50_ms']:8.3f} {h[side]['p99_ms']:8.3f} "
+                         f"{h[side]['max_ms']:8.3f}")
     share = [r["passes"]["busy_share"] for r in results["health"]["rounds"]]
-    lines += [f"  a pass was running {min(share):.0%}-{max(share):.0%} of the time", "",
-              "targets:"]
+    lines += [f"  a pass was running {min(share):.0%}-{max(share):.0%} of the time "
+              "(passes back to back)"]
+    if "memory" in results:
+        mem = results["memory"]
+        lines.append(f"agent memory after the health phase: VmRSS {mem['vmrss_bytes'] / 1e6:.1f}"
+                     f" MB, VmHWM {mem['vmhwm_bytes'] / 1e6:.1f} MB, USS "
+                     f"{mem['psutil_uss_bytes'] / 1e6:.1f} MB, {mem['threads']} threads")
+    lines += ["", "targets:"]
     for t in results["targets"]:
         verdict = "met" if t["met"] else "MISSED"
         lines.append(f"  {t['what']:52} {t['value']:8.3f} {t['op']} {t['limit']:<5g} {verdict}")

@@ -1,11 +1,18 @@
-"""Docker summary for the host sample, through the docker SDK (low-level API).
+"""The Docker engine: the agent's async client on the event loop, and the docker SDK.
 
-The SDK is imported on first use, not at module import (``import docker``
-costs ~0.3 s and exec-to-READY must stay under 1 s).  Its calls block, so
-each runs in a worker thread (``asyncio.to_thread``) under
-``asyncio.timeout(timeout_s)``; the event loop never waits longer than that.
-(Not ``asyncio.wait_for``: on Python 3.11 it can lose a cancellation that
-arrives as the inner call finishes, and a stopping task would then run on.)
+Hot calls (the container list and inspects, image inspects, restarts, logs,
+the host sample's counts, the event stream) go through ``aiodocker``
+(asyncio + aiohttp) on the event loop: no worker thread holds the GIL while
+``GET /v1/health`` waits for it (issue 3, "Speed").  Each is bounded by
+``asyncio.timeout(timeout_s)`` (not ``asyncio.wait_for``: on Python 3.11 it
+can lose a cancellation that arrives as the inner call finishes).  The
+aiodocker client is made on first use, inside the running loop, and kept:
+aiohttp drops pooled connections the engine closed, so a restarted engine is
+picked up by itself.  :meth:`DockerEngine.aclose` closes it.
+
+The docker SDK (blocking, imported on first use: ``import docker`` costs
+~0.3 s and ~7 MB) stays for the rarely used calls (cleanup's ``system df``
+and prunes): :meth:`DockerEngine.call` runs them in a worker thread.
 
 Counting (Docker Engine API ``GET /containers/json``, two cheap list calls,
 no per-container inspect):
@@ -19,35 +26,31 @@ no per-container inspect):
   its health is ``none`` (see :func:`health_status`) and it never counts.
 
 Docker down (socket missing, connection refused, timeout, API error) gives
-``DockerSummary(available=False, error=...)``; the client is dropped and
-rebuilt on the next call, so a restarted engine is picked up by itself.
+``DockerSummary(available=False, error=...)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agent.errors import UpstreamUnavailable
+import aiohttp
+
+from agent.containers.dockerfail import describe_failure, is_sdk_failure
+from agent.errors import AgentError, NotFound, UpstreamUnavailable
 from agent.host.model import DockerSummary
 
 if TYPE_CHECKING:
+    import aiodocker
     from docker import DockerClient
 
 T = TypeVar("T")
-_ERRNO_TEXT = {
-    errno.ENOENT: "socket not found",
-    errno.ECONNREFUSED: "connection refused",
-    errno.EACCES: "permission denied",
-    errno.ECONNRESET: "connection reset",
-}
 
 
 class DockerEngine:
-    """One Docker endpoint (``unix://``, ``tcp://`` ... as the SDK takes it).
+    """One Docker endpoint (``unix:///path`` or ``tcp://host:port``).
 
     ``timeout_s`` (seconds) bounds every public call, client creation included.
     """
@@ -56,6 +59,7 @@ class DockerEngine:
         self.host = host
         self.timeout_s = timeout_s
         self._client: DockerClient | None = None
+        self._aio: aiodocker.Docker | None = None
 
     async def summary(self) -> DockerSummary:
         """Counts and sorted unhealthy names; ``available=False`` with ``error`` when down.
@@ -63,37 +67,108 @@ class DockerEngine:
         Never raises for an unreachable or failing engine.
         """
         try:
-            return await self._call(_summary_of)
-        except UpstreamUnavailable as exc:
+            return await self.query(_summary_of)
+        except (UpstreamUnavailable, NotFound) as exc:
             return DockerSummary(available=False, error=exc.message)
 
     async def ping(self) -> bool:
-        """True when ``GET /_ping`` answers OK within the timeout; never raises."""
+        """True when ``GET /version`` answers within the timeout; never raises."""
         try:
-            return await self._call(lambda client: bool(client.ping()))
-        except UpstreamUnavailable:
+            await self.query(lambda docker: docker.version())
+        except AgentError:
             return False
+        return True
+
+    async def containers(self, *, all_states: bool = False,
+                         filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``GET /containers/json``: list entries (``Id``, ``Names``, ``State``, ``Status``,
+        ``Labels`` ...); running ones only unless ``all_states``.  UpstreamUnavailable."""
+        return await self.query(lambda docker: _list(docker, all_states, filters or {}))
+
+    async def inspect_container(self, ref: str) -> dict[str, Any]:
+        """``GET /containers/{ref}/json`` (name or id).  NotFound, UpstreamUnavailable."""
+        return await self.query(lambda docker: docker.containers.container(ref).show())
+
+    async def inspect_image(self, ref: str) -> dict[str, Any]:
+        """``GET /images/{ref}/json``.  NotFound, UpstreamUnavailable."""
+        return await self.query(lambda docker: docker.images.inspect(ref))
+
+    async def restart(self, container_id: str, *, stop_timeout_s: int,
+                      timeout_s: float) -> None:
+        """``POST /containers/{id}/restart?t=stop_timeout_s``, waiting up to ``timeout_s``.
+
+        NotFound when the container is gone or being removed (Docker says so
+        with a 409/500); UpstreamUnavailable on other failures and timeouts.
+        """
+        import aiodocker
+
+        try:
+            await self.query(lambda docker: docker.containers.container(container_id).restart(
+                t=stop_timeout_s, timeout=None), timeout_s=timeout_s)
+        except UpstreamUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiodocker.DockerError) and _being_removed(cause.message):
+                raise NotFound(f"container {container_id[:12]} is being removed") from None
+            raise
+
+    async def logs(self, container_id: str, *, tail: int) -> str:
+        """The last ``tail`` log lines, stdout and stderr interleaved, each prefixed by its
+        RFC 3339 timestamp.  NotFound, UpstreamUnavailable."""
+        lines = await self.query(lambda docker: docker.containers.container(container_id).log(
+            stdout=True, stderr=True, timestamps=True, tail=tail, timeout=None))
+        return "".join(lines)
+
+    async def query(self, fn: Callable[[aiodocker.Docker], Awaitable[T]], *,
+                    timeout_s: float | None = None) -> T:
+        """``await fn(docker)`` on the loop with the aiodocker client, bounded by ``timeout_s``
+        (default: the engine's).
+
+        Raises NotFound on a 404, UpstreamUnavailable("docker", short reason) on
+        any other API error, connection failure or timeout.
+        """
+        import aiodocker
+
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await fn(self._aiodocker())
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                "docker", f"no answer from {self.host} within {limit:g} s") from None
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise NotFound(exc.message[:200]) from None
+            raise UpstreamUnavailable("docker", describe_failure(exc, self.host)) from exc
+        except (OSError, aiohttp.ClientError, ValueError) as exc:  # ValueError: bad JSON
+            raise UpstreamUnavailable("docker", describe_failure(exc, self.host)) from exc
+
+    def _aiodocker(self) -> aiodocker.Docker:
+        if self._aio is None:
+            import aiodocker  # lazy, as the SDK: kept out of start-up
+
+            self._aio = aiodocker.Docker(url=self.host, timeout=aiohttp.ClientTimeout())
+        return self._aio
+
+    async def aclose(self) -> None:
+        """Close the aiodocker client and the SDK client (the next call connects again)."""
+        aio, self._aio = self._aio, None
+        if aio is not None:
+            await aio.close()
+        self.close()
 
     def close(self) -> None:
-        """Drop the client and its connection pool (the next call connects again)."""
+        """Drop the SDK client and its connection pool (the next call connects again)."""
         client, self._client = self._client, None
         if client is not None:
             client.close()
 
     async def call(self, fn: Callable[[DockerClient], T], *, timeout_s: float | None = None) -> T:
-        """``fn(client)`` in a worker thread, bounded by ``timeout_s`` (default: the engine's).
-
-        Errors as :meth:`_call`; an AgentError raised by ``fn`` passes through unchanged
-        (e.g. ``fn`` turning ``docker.errors.NotFound`` into ``agent.errors.NotFound``).
-        """
-        return await self._call(fn, timeout_s=timeout_s)
-
-    async def _call(self, fn: Callable[[DockerClient], T], *,
-                    timeout_s: float | None = None) -> T:
-        """``fn(client)`` in a thread, bounded by ``timeout_s`` (default ``self.timeout_s``).
+        """``fn(client)`` with the docker SDK in a worker thread, bounded by ``timeout_s``
+        (default: the engine's).
 
         Raises UpstreamUnavailable("docker", short reason) on any connection,
-        timeout or API failure, after dropping the client.
+        timeout or API failure, after dropping the client; an AgentError raised
+        by ``fn`` passes through unchanged.
         """
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
@@ -104,7 +179,7 @@ class DockerEngine:
             raise UpstreamUnavailable(
                 "docker", f"no answer from {self.host} within {limit:g} s") from None
         except Exception as exc:
-            if not _is_docker_failure(exc):
+            if not is_sdk_failure(exc):
                 raise
             self.close()
             raise UpstreamUnavailable("docker", describe_failure(exc, self.host)) from exc
@@ -119,17 +194,32 @@ class DockerEngine:
         """A new SDK client; asks the engine its API version (one ``GET /version``)."""
         import docker  # lazy: ~0.3 s of imports, kept out of start-up
 
-        # The socket timeout is a second longer than the asyncio bound of _call, so a
+        # The socket timeout is a second longer than the asyncio bound of call, so a
         # silent engine is always reported by that bound, with one message.
         client = docker.DockerClient(base_url=self.host, version="auto",
                                      timeout=math.ceil(self.timeout_s) + 1)
-        client.api.trust_env = False  # no proxy/netrc lookups per call (bench: ~4 % of a pass)
+        client.api.trust_env = False  # no proxy/netrc lookups per call
         return client
 
 
-def _summary_of(client: DockerClient) -> DockerSummary:
-    listed = client.api.containers(all=True)
-    unhealthy = client.api.containers(filters={"health": "unhealthy"})  # running only
+async def _list(docker: aiodocker.Docker, all_states: bool,
+                filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The raw list (``containers.list`` would wrap every entry in an object with its
+    own log reader; ``_query_json`` is the request primitive aiodocker builds it on)."""
+    params: dict[str, Any] = {"all": all_states}
+    if filters:
+        params["filters"] = dict(filters)
+    listed: list[dict[str, Any]] = await docker._query_json("containers/json", params=params)
+    return listed
+
+
+def _being_removed(message: str) -> bool:
+    return "marked for removal" in message or "removal of container" in message
+
+
+async def _summary_of(docker: aiodocker.Docker) -> DockerSummary:
+    listed, unhealthy = await asyncio.gather(
+        _list(docker, True, {}), _list(docker, False, {"health": ["unhealthy"]}))
     return summarize(listed, unhealthy)
 
 
@@ -169,48 +259,3 @@ def health_status(inspect: Mapping[str, Any]) -> str:
     """
     health = (inspect.get("State") or {}).get("Health") or {}
     return str(health.get("Status") or "none")
-
-
-def _is_docker_failure(exc: BaseException) -> bool:
-    """Connection, timeout and API errors (requests' errors are OSErrors)."""
-    from docker.errors import DockerException  # loaded by now: a client was being used
-
-    return isinstance(exc, OSError | DockerException)
-
-
-def describe_failure(exc: BaseException, host: str) -> str:
-    """A short, clear reason for ``exc`` (at most 200 characters)."""
-    from docker.errors import APIError
-
-    if isinstance(exc, APIError):
-        text = f"Docker API error {exc.status_code}: {exc.explanation or exc}"
-    elif (os_error := _root_os_error(exc)) is not None and os_error.errno in _ERRNO_TEXT:
-        text = f"{_ERRNO_TEXT[os_error.errno]}: {host}"
-    elif any(isinstance(e, TimeoutError) or "timed out" in str(e) for e in _causes(exc)):
-        text = f"timed out talking to {host}"
-    else:
-        text = f"cannot use Docker at {host}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-    return text[:200]
-
-
-def _root_os_error(exc: BaseException) -> OSError | None:
-    """The innermost OSError with an errno in ``exc``'s causes and args, if any."""
-    found = None
-    for cause in _causes(exc):
-        if isinstance(cause, OSError) and cause.errno is not None:
-            found = cause
-    return found
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, then what it wraps: ``__cause__``, ``__context__`` and exception args."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack += [e for e in (current.__cause__, current.__context__) if e is not None]
-        stack += [a for a in current.args if isinstance(a, BaseException)]

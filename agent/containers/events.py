@@ -1,9 +1,8 @@
 """What wakes the watchdog: Docker's event stream, rechecks, and the backstop timer.
 
-:class:`DockerEvents` follows ``GET /events`` (filters ``type=container``,
-``event=health_status|oom``) in a thread of its own (the stream blocks for
-ever; it must not hold a worker of the shared pool), hands each event to the
-event loop, and reconnects with exponential backoff (0.5 s doubling up to
+:class:`DockerEvents` follows ``GET /events`` (filters ``type=container`` and
+the events in :data:`EVENT_FILTERS`) with aiodocker on the event loop, hands
+each event to its callback, and reconnects with exponential backoff (0.5 s doubling up to
 ``backoff_max_s``) when the engine goes away, e.g. during its restart.
 
 :class:`WatchdogService` runs the passes: a ``health_status`` event or a
@@ -17,12 +16,14 @@ event is recorded in the store and raised as an alert.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import aiohttp
 
 from agent.audit import Auditor
 from agent.config import Config
@@ -57,9 +58,6 @@ class DockerEvents:
         self.backoff_max_s = backoff_max_s
         self.connect_timeout_s = connect_timeout_s
         self.connects = 0
-        self._stream: Any = None
-        self._stopping = False
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, "vm-agent-events")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -68,51 +66,44 @@ class DockerEvents:
 
     async def stop(self) -> None:
         """Close the stream and wait for the follower to end."""
-        self._stopping = True
-        self._close_stream()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
-        loop, backoff = asyncio.get_running_loop(), 0.5
-        while not self._stopping:
+        backoff = 0.5
+        while True:
             began = time.monotonic()
             try:
-                await loop.run_in_executor(self._executor, self._follow, loop)
+                await self._follow()
+                log.info("docker events: the stream ended; reconnecting in %.1f s", backoff)
             except Exception as exc:
-                log.info("docker events: %s; reconnecting in %.1f s", str(exc)[:200], backoff)
+                log.info("docker events: %s; reconnecting in %.1f s", str(exc)[:200] or
+                         repr(exc), backoff)
             self.on_disconnect()
             if time.monotonic() - began > 30:
                 backoff = 0.5  # it had been working: start again from a short wait
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max_s)
 
-    def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Blocking: connect, then hand every event to the loop until the stream ends."""
-        import docker
+    async def _follow(self) -> None:
+        """Connect (within ``connect_timeout_s``), then hand every event to ``on_event``
+        until the stream ends.  A client of its own: the stream holds its connection."""
+        import aiodocker
 
-        client = docker.APIClient(base_url=self.host, version="auto",
-                                  timeout=max(1, round(self.connect_timeout_s)))
-        try:
-            self._stream = client.events(decode=True, filters=EVENT_FILTERS)
-            self.connects += 1
-            loop.call_soon_threadsafe(self.on_connect)
-            for event in self._stream:
-                if self._stopping:
-                    break
-                loop.call_soon_threadsafe(self.on_event, event)
-        finally:
-            self._stream = None
-            client.close()
-
-    def _close_stream(self) -> None:
-        stream = self._stream
-        if stream is not None:
-            with contextlib.suppress(Exception):
-                stream.close()
+        async with aiodocker.Docker(url=self.host, timeout=aiohttp.ClientTimeout()) as docker, \
+                asyncio.timeout(self.connect_timeout_s) as deadline:
+            # aiodocker's events.run() gives no hook for the moment the stream is
+            # established (on_connect turns the inspect cache on): its _query does.
+            params = {"filters": json.dumps(EVENT_FILTERS)}
+            async with docker._query("events", params=params, timeout=None) as response:
+                deadline.reschedule(None)
+                self.connects += 1
+                self.on_connect()
+                async for line in response.content:
+                    if line.strip():
+                        self.on_event(json.loads(line))
 
 
 class WatchdogService:

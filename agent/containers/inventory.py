@@ -1,11 +1,12 @@
 """Containers from the Docker engine: one list call, then only the inspects needed.
 
-Every call goes through :meth:`DockerEngine.call` (a worker thread, bounded
-by a timeout).  Inspects run concurrently, at most ``concurrency`` at once
-(the SDK's connection pool holds 10 connections).  Each inspect also reads
-the container's memory use from its cgroup (:mod:`agent.containers.memory`)
-and the image's creation time (``GET /images/{id}/json``, cached per image
-id: an image id names immutable content).
+Every Docker call is the engine's async client on the event loop, bounded
+by a timeout (:class:`DockerEngine`).  Inspects run concurrently, at most
+``concurrency`` at once.  Each inspected container also gets the image's
+creation time (``GET /images/{id}/json``, cached per image id: an image id
+names immutable content) and its memory use read from its cgroup
+(:mod:`agent.containers.memory`; the reads of one call in one worker-thread
+hop).
 
 Errors: :class:`agent.errors.NotFound` for an unknown container,
 :class:`agent.errors.UpstreamUnavailable` when Docker is down or fails.
@@ -17,15 +18,12 @@ import asyncio
 import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.containers.engine import DockerEngine, health_status
 from agent.containers.memory import memory_bytes
 from agent.containers.model import STACK_LABEL, Container, from_inspect, parse_time
 from agent.errors import NotFound
-
-if TYPE_CHECKING:
-    from docker import DockerClient
 
 MAX_LINE_CHARS = 8192
 #: The health part of a list entry's ``Status`` ("Up 2 hours (unhealthy)"), as ``docker ps``.
@@ -58,67 +56,69 @@ class Inventory:
         if stack is not None:
             filters["label"] = [f"{STACK_LABEL}={stack}"]
         if unhealthy_only:
-            filters["health"] = "unhealthy"
-        listed = await self.engine.call(
-            lambda c: c.api.containers(all=not unhealthy_only, filters=filters))
+            filters["health"] = ["unhealthy"]
+        listed = await self.engine.containers(all_states=not unhealthy_only, filters=filters)
         cached = [raw for item in listed if (raw := self.cache.get(item)) is not None]
         known = {str(raw["Id"]) for raw in cached}
-        found = await self.inspect_many(str(i["Id"]) for i in listed if i["Id"] not in known)
-        if cached:
-            found += await asyncio.to_thread(lambda: [self._model(raw) for raw in cached])
-        return sorted(found, key=lambda c: c.name)
+        fresh = await self.inspect_raw(str(i["Id"]) for i in listed if i["Id"] not in known)
+        return sorted(await self._models([*fresh, *cached]), key=lambda c: c.name)
 
     async def unhealthy_ids(self) -> list[str]:
         """Ids of running containers Docker reports unhealthy (one list call)."""
-        listed = await self.engine.call(
-            lambda c: c.api.containers(filters={"health": "unhealthy"}))
+        listed = await self.engine.containers(filters={"health": ["unhealthy"]})
         return [str(item["Id"]) for item in listed]
 
     async def inspect_many(self, ids: Iterable[str]) -> list[Container]:
         """Inspect each id concurrently (bounded); containers gone meanwhile are left out."""
-        found = await asyncio.gather(*(self._inspect_bounded(i) for i in dict.fromkeys(ids)))
-        return [c for c in found if c is not None]
+        return await self._models(await self.inspect_raw(ids))
 
     async def inspect(self, ref: str) -> Container:
         """One container by exact name or full id; NotFound otherwise."""
-        found = await self._inspect_bounded(ref)
-        if found is None or ref not in (found.name, found.id):
+        found = await self.inspect_many([ref])
+        if not found or ref not in (found[0].name, found[0].id):
             raise NotFound(f"no container named {ref!r}", {"container": ref})
-        return found
+        return found[0]
 
-    async def _inspect_bounded(self, ref: str) -> Container | None:
+    async def inspect_raw(self, ids: Iterable[str]) -> list[Mapping[str, Any]]:
+        """Inspect answers of ``ids`` (on the loop, at most ``concurrency`` at once), each
+        container's image creation time looked up; the ones gone meanwhile are left out.
+        :meth:`model` turns one into a Container (blocking: it reads the cgroup)."""
+        found = await asyncio.gather(*(self._inspect_one(i) for i in dict.fromkeys(ids)))
+        return [raw for raw in found if raw is not None]
+
+    async def _inspect_one(self, ref: str) -> Mapping[str, Any] | None:
         async with self._limit:
-            return await self.engine.call(lambda client: self._inspect_sync(client, ref))
-
-    def _inspect_sync(self, client: DockerClient, ref: str) -> Container | None:
-        from docker.errors import NotFound as DockerNotFound
-
-        try:
-            raw = client.api.inspect_container(ref)
-        except DockerNotFound:
-            return None
-        self._image_created_sync(client, str(raw.get("Image") or ""))
+            try:
+                raw = await self.engine.inspect_container(ref)
+            except NotFound:
+                return None
+            await self._image_created_at(str(raw.get("Image") or ""))
         self.cache.put(raw)
-        return self._model(raw)
+        return raw
 
-    def _model(self, raw: Mapping[str, Any]) -> Container:
-        """The Container of an inspect answer, with memory read from its cgroup now."""
+    async def _models(self, raws: list[Mapping[str, Any]]) -> list[Container]:
+        """Containers of inspect answers; their cgroup memory reads in one worker hop."""
+        if not raws:
+            return []
+        return await asyncio.to_thread(lambda: [self.model(raw) for raw in raws])
+
+    def model(self, raw: Mapping[str, Any]) -> Container:
+        """The Container of an inspect answer (from :meth:`inspect_raw`), with memory read
+        from its cgroup now (blocking file reads: call it off the loop)."""
         pid = int((raw.get("State") or {}).get("Pid") or 0)
         used = memory_bytes(str(raw["Id"]), pid, cgroup_root=self.cgroup_root,
                             proc_root=self.proc_root)
         created = self._image_created.get(str(raw.get("Image") or ""))
         return from_inspect(raw, memory_bytes=used, image_created_at=created)
 
-    def _image_created_sync(self, client: DockerClient, image_id: str) -> float | None:
-        from docker.errors import NotFound as DockerNotFound
-
+    async def _image_created_at(self, image_id: str) -> float | None:
+        """The image's creation time (``GET /images/{id}/json`` once per image id)."""
         if not image_id:
             return None
         if image_id not in self._image_created:
             try:
-                api: Any = client.api  # inspect_image is untyped in types-docker
-                created = parse_time(api.inspect_image(image_id).get("Created"))
-            except DockerNotFound:
+                created = parse_time((await self.engine.inspect_image(image_id)).get("Created"))
+            except NotFound:
                 created = None
             if len(self._image_created) >= _IMAGE_CACHE_MAX:
                 self._image_created.clear()
@@ -129,8 +129,11 @@ class Inventory:
         """The last ``tail`` lines (stdout and stderr interleaved as Docker stored them),
         each ``{time, text}`` (RFC 3339 with nanoseconds, as Docker gives it); a line
         over 8192 characters is cut.  NotFound when the container vanished."""
-        raw = await self.engine.call(lambda client: _logs_sync(client, container.id, tail))
-        return [_log_line(line) for line in raw.decode("utf-8", "replace").splitlines()]
+        try:
+            text = await self.engine.logs(container.id, tail=tail)
+        except NotFound:
+            raise NotFound(f"container {container.id[:12]} is gone") from None
+        return [_log_line(line) for line in text.splitlines()]
 
     async def restart(self, container_id: str, *, stop_timeout_s: int, margin_s: float) -> None:
         """``POST /containers/{id}/restart?t=stop_timeout_s``; waits up to that plus ``margin_s``.
@@ -138,42 +141,11 @@ class Inventory:
         Raises NotFound when the container vanished, UpstreamUnavailable when
         Docker fails or does not answer in time.
         """
-        limit = stop_timeout_s + margin_s
-        await self.engine.call(
-            lambda client: _restart_sync(client, container_id, stop_timeout_s, limit),
-            timeout_s=limit + self.engine.timeout_s)
-
-
-def _logs_sync(client: DockerClient, container_id: str, tail: int) -> bytes:
-    from docker.errors import NotFound as DockerNotFound
-
-    try:
-        out = client.api.logs(container_id, stdout=True, stderr=True, timestamps=True,
-                              tail=tail)
-    except DockerNotFound:
-        raise NotFound(f"container {container_id[:12]} is gone") from None
-    return out if isinstance(out, bytes) else b"".join(out)
-
-
-def _restart_sync(client: DockerClient, container_id: str, stop_timeout_s: int,
-                  http_timeout_s: float) -> None:
-    """What ``APIClient.restart`` does, with the HTTP timeout covering stop + margin (the
-    SDK's own adds only its client timeout to ``t``)."""
-    from docker.errors import APIError
-    from docker.errors import NotFound as DockerNotFound
-
-    api: Any = client.api
-    url = api._url("/containers/{0}/restart", container_id)
-    res = api._post(url, params={"t": stop_timeout_s}, timeout=http_timeout_s)
-    try:
-        api._raise_for_status(res)
-    except DockerNotFound:
-        raise NotFound(f"container {container_id[:12]} is gone") from None
-    except APIError as exc:  # removed while stopping: Docker says so with a 409/500
-        if "marked for removal" in str(exc.explanation or "") or \
-                "removal of container" in str(exc.explanation or ""):
-            raise NotFound(f"container {container_id[:12]} is being removed") from None
-        raise
+        try:
+            await self.engine.restart(container_id, stop_timeout_s=stop_timeout_s,
+                                      timeout_s=stop_timeout_s + margin_s)
+        except NotFound:
+            raise NotFound(f"container {container_id[:12]} is gone") from None
 
 
 def _log_line(line: str) -> dict[str, str]:

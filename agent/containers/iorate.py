@@ -326,18 +326,17 @@ class DockerLister:
 
     ``running()`` is one ``GET /containers/json`` (running only);
     ``pid_of()`` one ``GET /containers/{id}/json``.  Both raise
-    UpstreamUnavailable when Docker is down (the engine's ``_call`` bounds
-    them by its timeout and keeps them off the event loop).
+    UpstreamUnavailable when Docker is down (the engine bounds them by its
+    timeout); ``pid_of()`` raises NotFound for a container gone meanwhile.
     """
 
     def __init__(self, engine: DockerEngine) -> None:
         self.engine = engine
 
     async def running(self) -> list[RunningContainer]:
-        listed = await self.engine._call(lambda client: list(client.api.containers()))
+        listed = await self.engine.containers()
         return [RunningContainer(str(c["Id"]), container_name(c)) for c in listed]
 
     async def pid_of(self, container_id: str) -> int:
-        inspect = await self.engine._call(
-            lambda client: client.api.inspect_container(container_id))
+        inspect = await self.engine.inspect_container(container_id)
         return int((inspect.get("State") or {}).get("Pid") or 0)

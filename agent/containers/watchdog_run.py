@@ -124,17 +124,26 @@ async def watchdog_pass(deps: WatchdogDeps, *, dry_run: bool) -> WatchdogReport:
 
 
 async def observe(deps: WatchdogDeps, *, prune: bool) -> tuple[Snapshot, dict[str, History]]:
-    """The snapshot (unhealthy + tripped containers) and their history."""
-    tripped = await asyncio.to_thread(deps.history.tripped_ids)
-    unhealthy = await deps.inventory.unhealthy_ids()
-    containers = await deps.inventory.inspect_many([*unhealthy, *tripped])
-    seen = {c.id for c in containers}
-    if prune:
-        for gone in set(tripped) - seen:  # removed containers: their breaker goes too
-            await asyncio.to_thread(deps.history.reset, gone)
-    history = await asyncio.to_thread(deps.history.load, seen, now=deps.clock(),
-                                      window_s=deps.config.window_s)
-    return Snapshot(containers, hold_active=deps.hold.get().active), history
+    """The snapshot (unhealthy + tripped containers) and their history.
+
+    Docker calls on the loop; the store, cgroup and hold-file reads and the
+    prunes in two worker-thread hops (each hop is a GIL hand-over the loop waits on).
+    """
+    tripped, unhealthy = await asyncio.gather(asyncio.to_thread(deps.history.tripped_ids),
+                                              deps.inventory.unhealthy_ids())
+    raws = await deps.inventory.inspect_raw([*unhealthy, *tripped])
+    now = deps.clock()
+
+    def settle() -> tuple[Snapshot, dict[str, History]]:
+        containers = [deps.inventory.model(raw) for raw in raws]
+        seen = {c.id for c in containers}
+        if prune:
+            for gone in set(tripped) - seen:  # removed containers: their breaker goes too
+                deps.history.reset(gone)
+        history = deps.history.load(seen, now=now, window_s=deps.config.window_s)
+        return Snapshot(containers, hold_active=deps.hold.get().active), history
+
+    return await asyncio.to_thread(settle)
 
 
 async def _execute_all(deps: WatchdogDeps, actions: Sequence[Action]) -> list[ActionResult]:

@@ -82,7 +82,7 @@ def load_image(client: docker.DockerClient, *, tag: str | None, created: str,
 def buildkit_build(client: docker.DockerClient, tag: str, files: dict[str, bytes]) -> None:
     """Build ``tag`` with BuildKit (``POST /build?version=2``); raises on a build error."""
     api = client.api
-    resp = api._post(api._url("/build"), params={"version": "2", "t": tag},
+    resp = api._post(api._url("/build"), params={"version": "2", "t": tag},  # type: ignore[attr-defined]
                      data=tar_of(files), headers={"Content-Type": "application/x-tar"},
                      stream=True)
     resp.raise_for_status()

@@ -41,6 +41,15 @@ def stale_socket(silent_socket: str) -> Iterator[str]:
     Path(path).unlink()
 
 
+async def summary_once(host: str, timeout_s: float) -> DockerSummary:
+    """One summary from a fresh engine client, closed after."""
+    docker = DockerEngine(host, timeout_s)
+    try:
+        return await docker.summary()
+    finally:
+        await docker.aclose()
+
+
 async def timed_summary(engine: DockerEngine) -> tuple[DockerSummary, float]:
     started = time.monotonic()
     summary = await engine.summary()
@@ -57,7 +66,7 @@ async def test_counts_running_and_unhealthy_containers(engine: TestEngine) -> No
                          ("good", "healthy"), ("no-check", "none")):
         engine.wait_health(name, status, timeout_s=20)
 
-    summary = await DockerEngine(engine.host, timeout_s=5).summary()
+    summary = await summary_once(engine.host, 5)
 
     assert summary == DockerSummary(available=True, containers_total=5, running=4, unhealthy=2,
                                     unhealthy_names=("alpha-bad", "zeta-bad"))
@@ -76,7 +85,7 @@ async def test_container_without_healthcheck_has_health_none(engine: TestEngine)
     assert health_status(good) == "healthy"
     none_filtered = api.containers(all=True, filters={"health": "none"})
     assert [c["Names"] for c in none_filtered] == [["/no-check"]]
-    summary = await DockerEngine(engine.host, timeout_s=5).summary()
+    summary = await summary_once(engine.host, 5)
     assert (summary.running, summary.unhealthy) == (2, 0)
 
 
@@ -85,7 +94,7 @@ async def test_stopped_unhealthy_container_counts_as_stopped(engine: TestEngine)
     engine.wait_health("was-bad", "unhealthy", timeout_s=20)
     engine.client().api.stop("was-bad", timeout=5)
 
-    summary = await DockerEngine(engine.host, timeout_s=5).summary()
+    summary = await summary_once(engine.host, 5)
 
     assert engine.health("was-bad") == "unhealthy"  # Docker keeps the last status
     assert summary == DockerSummary(available=True, containers_total=1, running=0)
@@ -100,10 +109,11 @@ async def test_missing_socket_is_unavailable_not_an_error() -> None:
     assert summary.error == "socket not found: unix:///tmp/vmd-no-such-dir/docker.sock"
     assert took < 2.5
     assert await docker.ping() is False
+    await docker.aclose()
 
 
 async def test_stale_socket_is_connection_refused(stale_socket: str) -> None:
-    summary = await DockerEngine(f"unix://{stale_socket}", timeout_s=2).summary()
+    summary = await summary_once(f"unix://{stale_socket}", 2)
 
     assert summary == DockerSummary(available=False,
                                     error=f"connection refused: unix://{stale_socket}")
@@ -117,6 +127,7 @@ async def test_silent_engine_times_out_within_the_timeout(silent_socket: str) ->
     assert summary.available is False
     assert summary.error == f"no answer from unix://{silent_socket} within 1 s"
     assert 0.9 < took < 1.5
+    await docker.aclose()
 
 
 async def test_engine_down_then_back_is_picked_up() -> None:
@@ -140,6 +151,7 @@ async def test_engine_down_then_back_is_picked_up() -> None:
         private.start()
         assert await docker.ping() is True
         assert await docker.summary() == DockerSummary(available=True, containers_total=1)
+        await docker.aclose()
     finally:
         private.stop()
     assert base is not None and not base.exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def kit(engine: TestEngine, tmp_path: Path) -> Iterator[Kit]:
+async def kit(engine: TestEngine, tmp_path: Path) -> AsyncIterator[Kit]:
     made = Kit(engine, tmp_path, protected=("keep-me",), max_restarts=2)
     yield made
-    made.close()
+    await made.aclose()
 
 
 @pytest.fixture

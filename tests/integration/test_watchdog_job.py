@@ -60,4 +60,4 @@ async def test_watchdog_job_dry_run_then_real_then_under_hold(
         assert "restart wdjob-sick" in real["steps"][0]["detail"]
         assert real["freed_bytes"] == 0
     finally:
-        docker.close()
+        await docker.aclose()

@@ -46,7 +46,7 @@ def set_ok(engine: TestEngine, name: str, *, ok: bool) -> None:
     """Make ``name``'s health check pass (create /ok) or fail (remove it)."""
     cmd = ["touch", "/ok"] if ok else ["rm", "-f", "/ok"]
     api = engine.client().api
-    api.exec_start(api.exec_create(name, cmd))
+    api.exec_start(api.exec_create(name, cmd)["Id"])
 
 
 def state(engine: TestEngine, name: str) -> dict[str, Any]:
@@ -89,6 +89,6 @@ class Kit:
     def alerts(self, kind: str) -> list[Any]:
         return [a for a in self.deps.alerts.recent() if a.kind == kind]
 
-    def close(self) -> None:
-        self.docker.close()
+    async def aclose(self) -> None:
+        await self.docker.aclose()
         self.store.close()
