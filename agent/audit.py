@@ -13,16 +13,19 @@ minute.  Without a journal socket each entry is one JSON line on stderr
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from json.encoder import encode_basestring
+from types import MappingProxyType
+from typing import Any, Final, Literal, NamedTuple
 
-from agent.journal import FieldValue, JournalWriter, Outcome
+from agent.journal import FieldValue, JournalWriter, Outcome, encode_entry
 
 log = logging.getLogger("vm-agent")
 
@@ -40,6 +43,12 @@ SECRET_WORDS: Final = ("token", "password", "secret", "passwd", "authorization",
 REDACTED: Final = "***"
 _WARN_EVERY_S: Final = 60.0
 _UNSAFE_NAME: Final = re.compile(r"[^A-Z0-9_]")
+_NO_ARGS: Final[Mapping[str, Any]] = MappingProxyType({})
+_FIELDS: Final = 11  # fields of a request entry, VMAGENT_PEER_PID aside
+#: ``json.dumps(s, ensure_ascii=False)`` of a str, without the call's keyword handling
+_json_string: Final = encode_basestring
+#: the few strings that repeat on every entry (identifier, command, role, result), encoded once
+_json_name: Final = functools.lru_cache(maxsize=256)(encode_basestring)
 
 
 def priority_for(result: str) -> int:
@@ -75,9 +84,8 @@ def args_json(args: Mapping[str, Any]) -> str:
                       ensure_ascii=False, default=str)
 
 
-@dataclass(frozen=True)
-class AuditEvent:
-    """One request as the audit trail records it.
+class AuditEvent(NamedTuple):
+    """One request as the audit trail records it (immutable; a tuple: cheap to build).
 
     ``result`` is ``"ok"`` or the PROTOCOL.md error code; ``duration_ms`` is
     milliseconds from the first byte read to the reply; ``priority`` defaults
@@ -94,7 +102,7 @@ class AuditEvent:
     result: str
     request_id: str
     duration_ms: float
-    args: Mapping[str, Any] = field(default_factory=dict)
+    args: Mapping[str, Any] = _NO_ARGS
     message: str = ""
     priority: int | None = None
 
@@ -104,6 +112,37 @@ class AuditEvent:
             return self.message
         return (f"{self.command} -> {self.result} (uid {self.peer_uid}, role {self.role}, "
                 f"{self.duration_ms:.1f} ms)")
+
+    def native(self) -> bytes:
+        """The journal datagram, byte for byte ``encode_entry(event_fields(self))``,
+        built as one string (values holding a newline take ``encode_entry``)."""
+        pid = "" if self.peer_pid is None else f"VMAGENT_PEER_PID={self.peer_pid}\n"
+        text = (f"MESSAGE={self.summary()}\nPRIORITY={self._priority()}\n"
+                f"SYSLOG_IDENTIFIER={IDENTIFIER}\nVMAGENT_COMMAND={self.command}\n"
+                f"VMAGENT_PEER_UID={self.peer_uid}\nVMAGENT_PEER_GID={self.peer_gid}\n"
+                f"VMAGENT_ROLE={self.role}\nVMAGENT_RESULT={self.result}\n"
+                f"VMAGENT_REQUEST_ID={self.request_id}\n"
+                f"VMAGENT_DURATION_MS={self.duration_ms:.3f}\n"
+                f"VMAGENT_ARGS={args_json(self.args)}\n{pid}")
+        if text.count("\n") != _FIELDS + (self.peer_pid is not None):
+            return encode_entry(event_fields(self))
+        return text.encode("utf-8", "replace")
+
+    def json_line(self) -> str:
+        """The fallback line, exactly ``json.dumps(event_fields(self), ensure_ascii=False)``."""
+        js, name = _json_string, _json_name
+        pid = "" if self.peer_pid is None else f', "VMAGENT_PEER_PID": {self.peer_pid}'
+        return (f'{{"MESSAGE": {js(self.summary())}, "PRIORITY": {self._priority()}, '
+                f'"SYSLOG_IDENTIFIER": {name(IDENTIFIER)}, '
+                f'"VMAGENT_COMMAND": {name(self.command)}, '
+                f'"VMAGENT_PEER_UID": {self.peer_uid}, "VMAGENT_PEER_GID": {self.peer_gid}, '
+                f'"VMAGENT_ROLE": {name(self.role)}, "VMAGENT_RESULT": {name(self.result)}, '
+                f'"VMAGENT_REQUEST_ID": {js(self.request_id)}, '
+                f'"VMAGENT_DURATION_MS": "{self.duration_ms:.3f}", '
+                f'"VMAGENT_ARGS": {js(args_json(self.args))}{pid}}}')
+
+    def _priority(self) -> int:
+        return self.priority if self.priority is not None else priority_for(self.result)
 
 
 def event_fields(event: AuditEvent) -> dict[str, FieldValue]:
@@ -164,6 +203,7 @@ class Auditor:
         self.failures = 0
         self._last_warning = float("-inf")
         self._lock = threading.Lock()
+        self._pending: list[AuditEvent] = []
 
     def audit(self, event: AuditEvent) -> None:
         """Record one request (allowed or refused)."""
@@ -171,6 +211,38 @@ class Auditor:
             self._emit(event_fields(event))
         except Exception as exc:  # an audit bug must not fail the request
             self._note_failure(repr(exc))
+
+    def request(self, event: AuditEvent) -> None:
+        """Record one request right after the current event-loop step.
+
+        The server calls this before it returns the reply; aiohttp writes the
+        reply in the same step, and the entry is written by a callback queued
+        here, at the loop's next pass (entries of one pass go together: one
+        datagram each, or one write to the fallback stream).  An entry waits
+        no longer than the step that answered it, so only the death of the
+        process inside that step loses it; :meth:`flush` on a clean stop
+        writes what is queued.  Called outside a running loop, it writes at once.
+        """
+        self._pending.append(event)
+        if len(self._pending) > 1:  # a flush is already queued
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued request entry now (see :meth:`request`)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            outcomes = self.writer.send_prepared(pending)
+        except Exception as exc:  # an audit bug must not fail the loop
+            self._note_failure(repr(exc), lost=len(pending))
+            return
+        if dropped := outcomes.count(Outcome.DROPPED):
+            self._note_failure(repr(self.writer.last_error), lost=dropped)
 
     def action(self, event_name: str, /, *, message: str = "", priority: int = PRIORITY_INFO,
                **fields: Any) -> None:
@@ -185,10 +257,10 @@ class Auditor:
         if outcome is Outcome.DROPPED:
             self._note_failure(repr(self.writer.last_error))
 
-    def _note_failure(self, why: str) -> None:
+    def _note_failure(self, why: str, *, lost: int = 1) -> None:
         now = time.monotonic()
         with self._lock:
-            self.failures += 1
+            self.failures += lost
             if now - self._last_warning < _WARN_EVERY_S:
                 return
             self._last_warning = now

@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from aiohttp import web
 
 import agent
+from agent import faults
 from agent.api.access import AccessPolicy
 from agent.api.commands import COMMANDS
-from agent.api.server import ServerState, make_app
+from agent.api.server import ServerState, make_runner
 from agent.api.transport import ConnectionGuard, GuardedUnixSite
 from agent.audit import Auditor
 from agent.config import Config
@@ -84,8 +85,7 @@ class Daemon:
                                 client_timeout_s=self.cfg.server.client_timeout_s,
                                 proc_root=self.cfg.sampling.proc_root)
         state = ServerState(services, AccessPolicy(self.cfg.access), auditor, guard)
-        runner = web.AppRunner(make_app(COMMANDS, state), access_log=None,
-                               handle_signals=False, shutdown_timeout=_CLEANUP_GRACE_S)
+        runner = make_runner(COMMANDS, state, shutdown_timeout=_CLEANUP_GRACE_S)
         await runner.setup()
         await start_services(services)
         site = GuardedUnixSite(runner, sock, guard)
@@ -102,6 +102,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        faults.install(loop)  # test-only; nothing unless VMAGENT_TEST_FAULTS=1
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s: stopping", sig.name)
@@ -114,7 +115,7 @@ class Daemon:
             return None
         return asyncio.create_task(watchdog_loop(self.notifier, interval))
 
-    async def _shutdown(self, runner: web.AppRunner, site: GuardedUnixSite, state: ServerState,
+    async def _shutdown(self, runner: web.BaseRunner, site: GuardedUnixSite, state: ServerState,
                         pinger: asyncio.Task[None] | None) -> None:
         self.notifier.status("stopping: finishing in-flight requests")
         await site.stop()  # stop accepting; requests already begun go on

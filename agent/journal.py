@@ -32,8 +32,8 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from typing import Final, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Final, Protocol, TextIO
 
 from agent.errors import Internal
 
@@ -49,6 +49,17 @@ ABSENT_RECHECK_S: Final = 1.0
 _SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 FieldValue = str | bytes | int | float
+
+
+class PreparedEntry(Protocol):
+    """An entry that encodes itself (the audit trail's request entries do, cheaply)."""
+
+    def native(self) -> bytes:
+        """The datagram payload, as :func:`encode_entry` of the entry's fields would give."""
+
+    def json_line(self) -> str:
+        """The fallback JSON line (no newline), as :class:`JournalWriter` would write the
+        fields."""
 
 
 class InvalidFieldName(Internal):
@@ -135,17 +146,48 @@ class JournalWriter:
         log handler passes its formatted record).  Raises only
         :class:`InvalidFieldName`, before anything is sent.
         """
-        payload = encode_entry(fields)
-        outcome = self._deliver(payload)
+        if self.journal_absent():  # no datagram to encode: check the names alone
+            for name in fields:
+                check_field_name(name)
+            outcome = Outcome.FALLBACK
+        else:
+            outcome = self._deliver(encode_entry(fields))
         if outcome is Outcome.FALLBACK:
             outcome = self._write_fallback(fields, fallback_line)
-        with self._lock:
-            self.counts[outcome] += 1
+        self._count(outcome, 1)
         return outcome
 
+    def send_prepared(self, entries: Sequence[PreparedEntry]) -> list[Outcome]:
+        """Write entries that encode themselves; one :class:`Outcome` per entry, in order.
+
+        Each entry is one datagram (journald takes one entry per datagram);
+        the entries that fall back go to ``stream`` in one write.  Never
+        raises ``OSError``.
+        """
+        if self.journal_absent():  # the common case without journald: one write for all
+            outcome = self._write_lines([entry.json_line() for entry in entries])
+            self._count(outcome, len(entries))
+            return [outcome] * len(entries)
+        outcomes = [self._deliver(entry.native()) for entry in entries]
+        fallback = [entry.json_line() for entry, outcome in zip(entries, outcomes, strict=True)
+                    if outcome is Outcome.FALLBACK]
+        if fallback:
+            written = self._write_lines(fallback)
+            outcomes = [written if o is Outcome.FALLBACK else o for o in outcomes]
+        for outcome in outcomes:
+            self._count(outcome, 1)
+        return outcomes
+
+    def _count(self, outcome: Outcome, n: int) -> None:
+        with self._lock:
+            self.counts[outcome] += n
+
+    def journal_absent(self) -> bool:
+        """True while a recent send found no journal socket (re-tried every
+        :data:`ABSENT_RECHECK_S` seconds)."""
+        return time.monotonic() < self._absent_until
+
     def _deliver(self, payload: bytes) -> Outcome:
-        if time.monotonic() < self._absent_until:  # no journal a moment ago: don't ask again
-            return Outcome.FALLBACK
         try:
             self._sock.sendto(payload, self.socket_path)
             return Outcome.SENT
@@ -179,9 +221,13 @@ class JournalWriter:
     def _write_fallback(self, fields: Mapping[str, FieldValue], line: str | None) -> Outcome:
         if line is None:
             line = json.dumps({k: _json_value(v) for k, v in fields.items()}, ensure_ascii=False)
+        return self._write_lines([line.rstrip("\n")])
+
+    def _write_lines(self, lines: list[str]) -> Outcome:
+        text = "\n".join(lines) + "\n"
         try:
             with self._lock:
-                self.stream.write(line.rstrip("\n") + "\n")
+                self.stream.write(text)
                 self.stream.flush()
         except (OSError, ValueError) as exc:  # closed or broken stream
             self.last_error = exc if isinstance(exc, OSError) else None

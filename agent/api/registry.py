@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from agent.api.access import Peer, Role
 from agent.api.params import NoParams
@@ -17,9 +17,8 @@ from agent.api.params import NoParams
 P = TypeVar("P")
 
 
-@dataclass(frozen=True)
-class Call(Generic[P]):
-    """What a handler gets: the services, who asked, and the validated params."""
+class Call(NamedTuple, Generic[P]):
+    """What a handler gets: the services, who asked, and the validated params (immutable)."""
 
     services: Any  # agent.api.services.Services (Any keeps the protocol layer domain-free)
     peer: Peer

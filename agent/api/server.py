@@ -1,64 +1,68 @@
-"""The protocol server: the registry as routes, one middleware for everything else.
+"""The protocol server: aiohttp's low-level server and one dispatcher for every request.
 
 Per request, in this order (PROTOCOL.md): identify the peer
-(``SO_PEERCRED``) and its role (a peer in no role gets 403 for everything,
-unknown routes included, so it cannot map the API); match the route against
-the registry (404/405 otherwise, before anything is read); 403 when the role
-may not run the command;
-read the body within the size limit (413) and the client timeout; parse and
-validate parameters (400 naming the field); run the handler; wrap the result
-in the envelope.  Every outcome is audited once.  Errors are translated to
-the wire here and nowhere else; an unexpected exception becomes ``internal``
+(``SO_PEERCRED``, read once per connection) and its role (a peer in no role
+gets 403 for everything, unknown routes included, so it cannot map the API);
+match the route against the registry (404/405 otherwise, before anything is
+read); 403 when the role may not run the command; read the body within the
+size limit (413) and the client timeout; parse and validate parameters (400
+naming the field); run the handler; wrap the result in the envelope.  Every
+outcome is audited once (:meth:`agent.audit.Auditor.request`: written right
+after the reply).  Errors are translated to the wire here and nowhere else
+(:mod:`agent.api.envelope`); an unexpected exception becomes ``internal``
 with its traceback in the journal only.
+
+There is no ``web.Application``: routes without parameters are one dict
+lookup, the others go through aiohttp's ``UrlDispatcher`` (which also gives
+404 and 405 with the allowed methods), and no middleware chain is built.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
-import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-import aiohttp
 from aiohttp import web
 
 from agent.api.access import AccessPolicy, Peer, Role, may_run
-from agent.api.params import parse_params
-from agent.api.registry import Call, Command, RawJSON
-from agent.api.transport import ConnectionGuard
-from agent.audit import AuditEvent, Auditor
-from agent.errors import (
-    AgentError,
-    BadRequest,
-    Forbidden,
-    Internal,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
+from agent.api.envelope import (
+    MAX_BODY_BYTES,
+    ClientGone,
+    envelope_error,
+    envelope_ok,
+    http_error,
+    request_params,
 )
+from agent.api.params import parse_params
+from agent.api.registry import Call, Command
+from agent.api.transport import ConnectionGuard, GuardedConnection
+from agent.audit import AuditEvent, Auditor
+from agent.errors import AgentError, Forbidden, Internal
 
 log = logging.getLogger("vm-agent")
 
-MAX_BODY_BYTES = 64 * 1024  # PROTOCOL.md: request bodies are at most 64 KiB
 _NO_PEER = Peer(pid=None, uid=-1, gid=-1)
+_NO_MATCH: Mapping[str, str] = {}
 
-STATE_KEY = web.AppKey("state", object)
 
-
-@dataclass
 class _Outcome:
     """What the audit entry of one request records."""
 
-    command: str = "unknown"
-    peer: Peer = _NO_PEER
-    role: Role = "none"
-    result: str = "ok"
-    args: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("args", "command", "peer", "result", "role")
+
+    def __init__(self) -> None:
+        self.command = "unknown"
+        self.peer = _NO_PEER
+        self.role: Role = "none"
+        self.result = "ok"
+        self.args: Mapping[str, Any] = _NO_MATCH
 
 
 class InFlight:
@@ -67,24 +71,25 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
         self.draining = False  # set when the daemon stops: replies close their connection
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Future[None] | None = None
 
     def enter(self) -> None:
         self.count += 1
-        self._idle.clear()
 
     def leave(self) -> None:
         self.count -= 1
-        if self.count == 0:
-            self._idle.set()
+        if self.count == 0 and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait until no request is in flight; False when ``timeout_s`` passed first."""
         self.draining = True
+        if self.count == 0:
+            return True
+        self._idle = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
+                await asyncio.shield(self._idle)
         except TimeoutError:
             return False
         return True
@@ -99,211 +104,153 @@ class ServerState:
     inflight: InFlight = field(default_factory=InFlight)
 
 
-def envelope_ok(data: Any, request_id: str) -> web.Response:
-    if isinstance(data, RawJSON):  # pre-encoded: splice it in rather than encode it again
-        body = f'{{"ok":true,"data":{data},"request_id":{json.dumps(request_id)}}}'
-        return web.Response(status=200, text=body, content_type="application/json",
-                            headers={"Server": "vm-agent"})
-    return _json(200, {"ok": True, "data": data, "request_id": request_id})
-
-
-def envelope_error(err: AgentError, request_id: str) -> web.Response:
-    resp = _json(err.http_status, {"ok": False, "error": err.to_wire(),
-                                   "request_id": request_id})
-    if isinstance(err, MethodNotAllowed):
-        resp.headers["Allow"] = ", ".join(err.details.get("allowed", ()))
-    return resp
-
-
-def _json(status: int, payload: dict[str, Any]) -> web.Response:
-    body = json.dumps(payload, separators=(",", ":"), default=str)
-    return web.Response(status=status, text=body, content_type="application/json",
-                        headers={"Server": "vm-agent"})
-
-
-class ClientGone(Exception):
-    """The client closed the connection before its request was complete."""
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise BadRequest(key[:64], f"{key[:64]!r} appears twice in the JSON body")
-        seen[key] = value
-    return seen
-
-
 _RID_PREFIX = os.urandom(4).hex()  # per process: ids stay unique across restarts
 _RID_COUNTER = itertools.count(1)
 
 
-def _request_id(request: web.Request) -> str:
+def _request_id(request: web.BaseRequest) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and given.replace("-", "").isalnum():
         return given
     return f"{_RID_PREFIX}{next(_RID_COUNTER):08x}"
 
 
-def _http_error(exc: web.HTTPException, request: web.Request) -> AgentError:
-    if exc.status == 405:
-        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
-                                {"allowed": sorted(getattr(exc, "allowed_methods", ()))})
-    if exc.status == 404:
-        return NotFound(f"no command {request.method} {request.path}")
-    if exc.status == 413:
-        return PayloadTooLarge(f"request body over {MAX_BODY_BYTES} bytes",
-                               {"limit_bytes": MAX_BODY_BYTES})
-    return BadRequest("request", exc.reason or "bad request")
+async def _unreachable(request: web.Request) -> web.StreamResponse:
+    raise AssertionError("the dispatcher answers every request; routes only match")
 
 
-async def _read_body(request: web.Request, timeout_s: float) -> dict[str, Any]:
-    if not request.body_exists:
-        return {}
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body over {MAX_BODY_BYTES} bytes",
-                              {"limit_bytes": MAX_BODY_BYTES})
-    try:
-        async with asyncio.timeout(timeout_s):
-            raw = await request.read()
-    except TimeoutError:
-        raise BadRequest("body", f"request body not received within {timeout_s} s") from None
-    except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
-        raise ClientGone(str(exc)) from None
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"request body over {MAX_BODY_BYTES} bytes",
-                              {"limit_bytes": MAX_BODY_BYTES}) from None
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw, object_pairs_hook=_reject_duplicates)
-    except BadRequest:
-        raise
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("body", f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body", "the body must be a JSON object")
-    return body
+class Dispatcher:
+    """The one request handler of the low-level server (see the module docstring)."""
 
+    def __init__(self, commands: Iterable[Command], state: ServerState) -> None:
+        self.state = state
+        self._static: dict[str, dict[str, Command]] = {}
+        self._by_route: dict[web.AbstractRoute, Command] = {}
+        self._router = web.UrlDispatcher()
+        for cmd in commands:
+            self._by_route[self._router.add_route(cmd.method, cmd.route, _unreachable)] = cmd
+            if "{" not in cmd.route:
+                self._static.setdefault(cmd.route, {})[cmd.method] = cmd
+        self._router.freeze()
 
-def _merge(request: web.Request, body: dict[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
-    query: dict[str, Any] = {}
-    for key in request.query:
-        values = request.query.getall(key)
-        if len(values) > 1:
-            raise BadRequest(key, f"{key} given more than once")
-        if key in request.match_info:
-            raise BadRequest(key, f"{key} is part of the path; it cannot be given again")
-        query[key] = values[0]
-    raw: dict[str, Any] = {**dict(request.match_info), **query}
-    for key, value in body.items():
-        if key in raw:
-            raise BadRequest(key, f"{key} given in both the body and the URL")
-        raw[key] = value
-    return raw, frozenset(query) | frozenset(request.match_info)
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one request with an envelope; audit it once, whatever happens.
 
-
-async def _run(request: web.Request, st: ServerState, out: _Outcome, rid: str) -> web.Response:
-    conn = st.guard.connection_of(request)
-    out.peer = conn.peer if conn is not None and conn.peer is not None else _NO_PEER
-    out.role = st.policy.role_of(out.peer) if out.peer is not _NO_PEER else "none"
-    if out.role == "none":
-        out.args = {"method": request.method, "path": request.path[:256]}
-        raise Forbidden("this peer has no role on this agent (see access in the config)",
-                        {"role": "none"})
-    if request.match_info.http_exception is not None:
-        out.args = {"method": request.method, "path": request.path[:256]}
-        raise _http_error(request.match_info.http_exception, request)
-    cmd = _command_of(request)
-    out.command = cmd.name
-    if not may_run(out.role, cmd.role):
-        raise Forbidden(f"role {out.role!r} may not run {cmd.name} (needs {cmd.role})",
-                        {"role": out.role, "needs": cmd.role})
-    body = await _read_body(request, st.guard.client_timeout_s)
-    raw, query_keys = _merge(request, body)
-    out.args = raw
-    params: Any = parse_params(cmd.params, raw, query_keys=query_keys)
-    data = await cmd.handler(Call(st.services, out.peer, out.role, rid, params))
-    return envelope_ok(data, rid)
-
-
-def _command_of(request: web.Request) -> Command:
-    handler = request.match_info.handler
-    cmd: Command = getattr(handler, "vmagent_command")  # noqa: B009 - set by make_app
-    return cmd
-
-
-@web.middleware
-async def _middleware(request: web.Request,
-                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-                      ) -> web.StreamResponse:
-    st: ServerState = request.app[STATE_KEY]  # type: ignore[assignment]
-    started, rid, out = time.monotonic(), _request_id(request), _Outcome()
-    conn = st.guard.connection_of(request)
-    if conn is not None:
-        conn.disarm()
-    st.inflight.enter()
-    try:
-        resp = await _answer(request, st, out, rid)
+        Every exception becomes an error envelope, but for a client that went
+        away (nobody is left to answer; audited as ``client_disconnected``).
+        """
+        st, started, out = self.state, time.monotonic(), _Outcome()
+        rid = _request_id(request)
+        conn = st.guard.connection_of(request)
+        if conn is not None:
+            conn.request_started()
+        st.inflight.enter()
+        try:
+            resp = await self._run(request, conn, out, rid)
+        except AgentError as err:
+            out.result = err.code
+            resp = envelope_error(err, rid)
+            if err.code in ("bad_request", "payload_too_large"):
+                resp.force_close()  # the rest of a refused body must not be read as a request
+        except asyncio.CancelledError:
+            out.result = "cancelled"  # a stop that outlasted server.shutdown_timeout_s
+            raise
+        except ClientGone as exc:
+            out.result = "client_disconnected"
+            log.info("client went away during request %s: %s", rid, exc)
+            raise web.HTTPBadRequest() from None
+        except Exception:
+            out.result = "internal"
+            log.exception("internal error in %s (request %s)", out.command, rid)
+            resp = envelope_error(Internal("internal error; see the agent's journal",
+                                           {"request_id": rid}), rid)
+        finally:
+            st.inflight.leave()
+            done = time.monotonic()
+            st.auditor.request(AuditEvent(
+                out.command, out.peer.uid, out.peer.gid, out.peer.pid, out.role, out.result,
+                rid, round((done - started) * 1000, 3), out.args))
+            if conn is not None:
+                conn.request_done(done)
         if st.inflight.draining:
             resp.force_close()  # stopping: no further request on this connection
         return resp
-    finally:
-        st.inflight.leave()
-        _audit(st, out, rid, started)
-        if conn is not None:
-            conn.arm()
 
+    async def _run(self, request: web.BaseRequest, conn: GuardedConnection | None,
+                   out: _Outcome, rid: str) -> web.Response:
+        out.peer, out.role = self._identify(conn)
+        if out.role == "none":
+            out.args = {"method": request.method, "path": request.path[:256]}
+            raise Forbidden("this peer has no role on this agent (see access in the config)",
+                            {"role": "none"})
+        cmd, match = await self._route(request, out)
+        out.command = cmd.name
+        if not may_run(out.role, cmd.role):
+            raise Forbidden(f"role {out.role!r} may not run {cmd.name} (needs {cmd.role})",
+                            {"role": out.role, "needs": cmd.role})
+        raw, query_keys = await request_params(request, match, self.state.guard.client_timeout_s)
+        out.args = raw
+        params: Any = parse_params(cmd.params, raw, query_keys=query_keys)
+        data = await cmd.handler(Call(self.state.services, out.peer, out.role, rid, params))
+        return envelope_ok(data, rid)
 
-async def _answer(request: web.Request, st: ServerState, out: _Outcome,
-                  rid: str) -> web.Response:
-    """The envelope for one request; every exception becomes an error envelope."""
-    try:
-        return await _run(request, st, out, rid)
-    except AgentError as err:
-        out.result = err.code
-        resp = envelope_error(err, rid)
-        if err.code in ("bad_request", "payload_too_large"):
-            resp.force_close()  # the rest of a refused body must not be read as a request
-        return resp
-    except ClientGone as exc:
-        out.result = "client_disconnected"  # audit only: nobody is left to answer
-        log.info("client went away during request %s: %s", rid, exc)
-        raise web.HTTPBadRequest() from None
-    except Exception:
-        out.result = "internal"
-        log.exception("internal error in %s (request %s)", out.command, rid)
-        return envelope_error(Internal("internal error; see the agent's journal",
-                                       {"request_id": rid}), rid)
+    def _identify(self, conn: GuardedConnection | None) -> tuple[Peer, Role]:
+        if conn is None or conn.peer is None:
+            return _NO_PEER, "none"
+        if conn.role is None:  # once per connection: the policy is fixed at start-up
+            conn.role = self.state.policy.role_of(conn.peer)
+        return conn.peer, conn.role
 
-
-def _audit(st: ServerState, out: _Outcome, rid: str, started: float) -> None:
-    st.auditor.audit(AuditEvent(
-        command=out.command, peer_uid=out.peer.uid, peer_gid=out.peer.gid,
-        peer_pid=out.peer.pid, role=out.role, result=out.result, request_id=rid,
-        duration_ms=round((time.monotonic() - started) * 1000, 3), args=out.args))
+    async def _route(self, request: web.BaseRequest,
+                     out: _Outcome) -> tuple[Command, Mapping[str, str]]:
+        # the raw target (no query, no %-escape) equals a plain route: one lookup; anything
+        # else (a query, escapes, dot segments, parameters) goes through aiohttp's router
+        methods = self._static.get(request.raw_path)
+        if methods is not None and (cmd := methods.get(request.method)) is not None:
+            return cmd, _NO_MATCH
+        info = await self._router.resolve(cast(web.Request, request))
+        if info.http_exception is not None:
+            out.args = {"method": request.method, "path": request.path[:256]}
+            raise http_error(info.http_exception, request)
+        return self._by_route[info.route], info
 
 
 def _audit_refused(state: ServerState, peer: Peer | None, request_id: str) -> None:
     role: Role = state.policy.role_of(peer) if peer is not None else "none"
-    out = _Outcome(command="connection", peer=peer or _NO_PEER, role=role,
-                   result="rate_limited")
-    _audit(state, out, request_id, time.monotonic())
+    peer = peer or _NO_PEER
+    state.auditor.request(AuditEvent("connection", peer.uid, peer.gid, peer.pid, role,
+                                     "rate_limited", request_id, 0.0))
 
 
-def make_app(commands: Iterable[Command], state: ServerState) -> web.Application:
-    """The aiohttp application: one route per registry row, behind the middleware."""
-    app = web.Application(middlewares=[_middleware], client_max_size=MAX_BODY_BYTES,
-                          handler_args={"keepalive_timeout": state.guard.client_timeout_s})
-    app[STATE_KEY] = state
+class AgentRunner(web.ServerRunner):
+    """aiohttp's low-level runner for the agent; ``state`` is the server's state.
+
+    Its cleanup (after aiohttp closed the connections) writes the audit
+    entries still queued.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, server: web.Server, state: ServerState, **kwargs: Any) -> None:
+        super().__init__(server, **kwargs)
+        self.state = state
+
+    async def _cleanup_server(self) -> None:
+        await super()._cleanup_server()
+        self.state.auditor.flush()
+
+
+def make_runner(commands: Iterable[Command], state: ServerState, *,
+                shutdown_timeout: float = 60.0) -> AgentRunner:
+    """The runner serving ``commands`` (one registry row each); call it in a running loop.
+
+    ``shutdown_timeout`` is aiohttp's: seconds :meth:`AgentRunner.cleanup`
+    gives requests still running before it cancels them.
+    """
+    loop = asyncio.get_running_loop()
+    make_request = functools.partial(web.Request, loop=loop, client_max_size=MAX_BODY_BYTES)
+    server = web.Server(Dispatcher(commands, state).handle, request_factory=make_request,
+                        loop=loop, access_log=None,
+                        keepalive_timeout=state.guard.client_timeout_s)
     state.guard.on_refuse = lambda peer, rid: _audit_refused(state, peer, rid)
-    for cmd in commands:
-        app.router.add_route(cmd.method, cmd.route, _route_handler(cmd))
-    return app
-
-
-def _route_handler(cmd: Command) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def route(request: web.Request) -> web.StreamResponse:  # never reached: middleware
-        raise AssertionError("the middleware answers every request")
-    route.vmagent_command = cmd  # type: ignore[attr-defined]
-    return route
+    return AgentRunner(server, state, handle_signals=False, shutdown_timeout=shutdown_timeout)

@@ -7,9 +7,13 @@ connection's protocol is wrapped:
   ``429 rate_limited`` envelope and is closed;
 - a connection that has not *started* a request within ``client_timeout_s``
   of connecting (or of its previous response) is closed: this bounds slow
-  headers (slowloris) and idle keep-alive; the body is bounded in the
-  middleware with the same figure;
-- the peer's ``SO_PEERCRED`` is read once per connection.
+  headers (slowloris) and idle keep-alive; the body is bounded by the server
+  with the same figure.  The timer is per connection, not per request: a
+  request only marks the connection busy and then idle again (two attribute
+  writes), and the timer, when it fires, closes the connection or re-arms
+  itself for what is left;
+- the peer's ``SO_PEERCRED`` is read once per connection (the server caches
+  the peer's role beside it).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import asyncio
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from agent.api.access import Peer, peer_of
+from agent.api.access import Peer, Role, peer_of
 
 log = logging.getLogger("vm-agent")
 
@@ -66,13 +71,20 @@ class _Refuse(asyncio.Protocol):
 
 
 class GuardedConnection(asyncio.Protocol):
-    """Delegates to aiohttp's RequestHandler; adds the start-of-request timer and the peer."""
+    """Delegates to aiohttp's RequestHandler; adds the start-of-request timer and the peer.
+
+    The server calls :meth:`request_started` and :meth:`request_done` around
+    each request; ``role`` is a slot the server fills once per connection.
+    """
 
     def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
         self.inner = inner
         self.guard = guard
         self.peer: Peer | None = None
         self.peer_error: str | None = None
+        self.role: Role | None = None
+        self.busy = False
+        self.idle_since = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
 
@@ -81,7 +93,8 @@ class GuardedConnection(asyncio.Protocol):
         self._transport = transport
         self._read_peer(transport)
         self.guard.live[transport] = self
-        self.arm()
+        self.request_done(time.monotonic())
+        self._arm(self.guard.client_timeout_s)
         self.inner.connection_made(transport)
 
     def _read_peer(self, transport: asyncio.Transport) -> None:
@@ -91,22 +104,36 @@ class GuardedConnection(asyncio.Protocol):
         except OSError as exc:  # no credentials (not AF_UNIX?): the request will be refused
             self.peer_error = str(exc)
 
-    def arm(self) -> None:
-        """(Re)start the timer that closes a connection that sends no request."""
-        self.disarm()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.guard.client_timeout_s, self._expire)
+    def request_started(self) -> None:
+        """A request's headers have arrived: the timer leaves the connection alone."""
+        self.busy = True
+
+    def request_done(self, now: float) -> None:
+        """The reply is written (``now``: ``time.monotonic()``); the next request must
+        start within ``client_timeout_s`` of it."""
+        self.busy = False
+        self.idle_since = now
+
+    def _arm(self, delay_s: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(delay_s, self._expire)
 
     def disarm(self) -> None:
+        """Stop the timer (the connection is gone)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _expire(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            log.info("closing a connection that sent no request within %.1f s",
-                     self.guard.client_timeout_s)
-            self._transport.close()
+        self._timer = None
+        if self._transport is None or self._transport.is_closing():
+            return
+        timeout_s = self.guard.client_timeout_s
+        left = self.idle_since + timeout_s - time.monotonic()
+        if self.busy or left > 0:  # a request is running (its body has its own bound)
+            self._arm(timeout_s if self.busy else left)
+            return
+        log.info("closing a connection that sent no request within %.1f s", timeout_s)
+        self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         self.inner.data_received(data)

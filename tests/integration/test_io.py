@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 
 from agent import cli
-from agent.api.server import STATE_KEY
 from agent.config import IoConfig
 from agent.containers.engine import DockerEngine
 from agent.containers.iorate import DockerLister, IoSampler
@@ -80,7 +79,7 @@ async def test_a_writing_container_shows_a_write_rate_and_an_idle_one_none(
                device_write_bps=[{"Path": disk, "Rate": NEVER_REACHED_BPS}])
     engine.run_plain("io-idle")
     tmp = Path(tempfile.mkdtemp(prefix="vmio-", dir="/tmp"))
-    agent, runner, sampler = await start_agent(tmp)
+    agent, runner, stopper = await start_agent(tmp)
     events: list[AlertEvent] = []
 
     async def emit(event: AlertEvent) -> None:
@@ -88,7 +87,7 @@ async def test_a_writing_container_shows_a_write_rate_and_an_idle_one_none(
 
     docker = DockerEngine(engine.host, 10)
     io = IoSampler(IoConfig(), DockerLister(docker), interval_s=1, emit=emit)
-    runner.app[STATE_KEY].services.io = io  # type: ignore[attr-defined]
+    runner.state.services.io = io
     await io.start()
     try:
         rows = await rows_when(agent, lambda rs: len(rs) == 2 and rs[0]["write_bytes_per_s"] > 0)
@@ -119,6 +118,6 @@ async def test_a_writing_container_shows_a_write_rate_and_an_idle_one_none(
     finally:
         await io.stop()
         await runner.cleanup()
-        await sampler.stop()
-        docker.close()
+        await stopper.stop()
+        await docker.aclose()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,10 +25,10 @@ PROMTOOL = "/usr/bin/promtool"
 
 @pytest.fixture
 async def agent(short_tmp: Path) -> AsyncIterator[Agent]:
-    agent, runner, sampler = await start_agent(short_tmp)
+    agent, runner, stopper = await start_agent(short_tmp)
     yield agent
     await runner.cleanup()
-    await sampler.stop()
+    await stopper.stop()
 
 
 def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:

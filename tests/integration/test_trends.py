@@ -202,15 +202,15 @@ async def agent_with(short_tmp: Path, prom_url: tuple[str, float]) -> AsyncItera
     agents = []
 
     async def start(url: str) -> Any:
-        agent, runner, sampler = await start_agent(short_tmp / str(len(agents)),
+        agent, runner, stopper = await start_agent(short_tmp / str(len(agents)),
                                                    prometheus={"url": url, "timeout_s": 30})
-        agents.append((runner, sampler))
+        agents.append((runner, stopper))
         return agent
 
     yield start
-    for runner, sampler in agents:
+    for runner, stopper in agents:
         await runner.cleanup()
-        await sampler.stop()
+        await stopper.stop()
 
 
 async def test_through_the_protocol_and_the_cli(agent_with: Any, prom_url: tuple[str, float],

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from agent.api.access import AccessPolicy
 from agent.api.commands import COMMANDS
-from agent.api.server import ServerState, make_app
+from agent.api.server import AgentRunner, ServerState, make_runner
 from agent.api.services import Services
 from agent.api.transport import ConnectionGuard, GuardedUnixSite
 from agent.audit import Auditor
@@ -41,7 +40,7 @@ from agent.host.sampler import HostSampler
 from agent.jobs.selftest import SelfTestJob
 from agent.journal import JournalWriter
 from agent.listener import bind_unix
-from agent.wiring import build_services
+from agent.wiring import build_services, stop_services
 
 VIEWER_UID = 65534  # nobody
 NOBODY_ROLE_UID = 65533
@@ -83,15 +82,27 @@ def test_config(tmp: Path, *, docker_host: str | None = None,
     )
 
 
+class Stopper:
+    """Stops a test agent's services the way the daemon does (agent.wiring.stop_services)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def stop(self) -> None:
+        await stop_services(self.services)
+
+
 async def start_agent(tmp: Path, *, docker_host: str | None = None,
                       watchdog: dict[str, Any] | None = None,
                       ollama: dict[str, Any] | None = None,
                       prometheus: dict[str, Any] | None = None,
-                      **server: Any) -> tuple[Agent, web.AppRunner, HostSampler]:
+                      **server: Any) -> tuple[Agent, AgentRunner, Stopper]:
     """The daemon's services (agent.wiring) behind the real app on a real socket.
 
     Docker is absent (the container commands answer 503); the host sampler
     runs; the io sampler makes one pass; the job catalog is the test job.
+    After ``runner.cleanup()``, ``await stopper.stop()`` stops every service
+    as the daemon does (samplers, jobs, the Docker client's session).
     """
     cfg = test_config(tmp, docker_host=docker_host, watchdog=watchdog, ollama=ollama,
                       prometheus=prometheus, **server)
@@ -104,21 +115,21 @@ async def start_agent(tmp: Path, *, docker_host: str | None = None,
     guard = ConnectionGuard(max_connections=cfg.server.max_connections,
                             client_timeout_s=cfg.server.client_timeout_s)
     state = ServerState(services, AccessPolicy(cfg.access), auditor, guard)
-    runner = web.AppRunner(make_app(COMMANDS, state), access_log=None, handle_signals=False)
+    runner = make_runner(COMMANDS, state)
     await runner.setup()
     await services.sampler.start()
     sock = bind_unix(cfg.server.socket, mode=0o666, group=None)
     await GuardedUnixSite(runner, sock, guard).start()
     agent = Agent(cfg.server.socket, stream, Path(cfg.state_dir), guard, services)
-    return agent, runner, services.sampler
+    return agent, runner, Stopper(services)
 
 
 @pytest.fixture
 async def agent_server(short_tmp: Path) -> AsyncIterator[Agent]:
-    agent, runner, sampler = await start_agent(short_tmp)
+    agent, runner, stopper = await start_agent(short_tmp)
     yield agent
     await runner.cleanup()
-    await sampler.stop()
+    await stopper.stop()
 
 
 def raw_request(path: str, data: bytes, *, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:

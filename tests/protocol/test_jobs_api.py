@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from agent.api.server import STATE_KEY
 from agent.api.services import Services
 from tests.protocol.conftest import (
     VIEWER_UID,
@@ -29,8 +28,8 @@ RUN_KEYS = {"id", "job", "mode", "dry_run", "trigger", "peer", "started_at", "fi
 
 @pytest.fixture
 async def api(short_tmp: Path) -> AsyncIterator[tuple[Agent, Services, Path]]:
-    agent, runner, sampler = await start_agent(short_tmp)
-    services: Services = runner.app[STATE_KEY].services
+    agent, runner, stopper = await start_agent(short_tmp)
+    services: Services = runner.state.services
     schedule = replace(services.config.jobs.schedule,
                        legacy_crontabs=(str(short_tmp / "crontab"),))
     services.config = replace(services.config,
@@ -41,7 +40,7 @@ async def api(short_tmp: Path) -> AsyncIterator[tuple[Agent, Services, Path]]:
     assert services.jobs is not None
     await services.jobs.close(grace_s=0)
     await runner.cleanup()
-    await sampler.stop()
+    await stopper.stop()
 
 
 def post(agent: Agent, path: str, body: dict[str, Any]) -> Any:
