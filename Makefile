@@ -6,10 +6,10 @@ RUNDIR  := $(CURDIR)/.run
 SOCKET  ?= $(RUNDIR)/agent.sock
 PREFIX  ?= /opt/vm-agent
 
-.PHONY: venv run test unit protocol integration lint deps install bench clean help
+.PHONY: venv run test unit protocol integration e2e lint deps install bench bench-report clean help
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,8 +37,9 @@ lint: venv  ## ruff, mypy --strict, unit file checks
 	$(BIN)/mypy agent
 	scripts/check-units.sh
 
-test: deps venv lint  ## every test layer; a skipped test fails the run
+test: deps venv lint  ## every test layer, e2e last; a skipped test fails the run
 	VMAGENT_STRICT=1 $(BIN)/pytest -m "not e2e"
+	$(MAKE) e2e
 
 unit: venv
 	$(BIN)/pytest tests/unit
@@ -49,11 +50,18 @@ protocol: venv
 integration: deps venv
 	VMAGENT_STRICT=1 $(BIN)/pytest tests/integration
 
+e2e: deps venv  ## systemd as PID 1 in a debootstrap'd bookworm container; make install inside (root)
+	VMAGENT_STRICT=1 $(BIN)/pytest -m e2e tests/e2e
+
 install:  ## install the agent, units and config on this host (root)
 	scripts/install.sh $(PREFIX)
 
 bench: venv  ## speed and memory figures against a baseline; issue 3's container timings
 	$(BIN)/python bench/health.py; a=$$?; $(BIN)/python bench/containers.py; b=$$?; exit $$(( a > b ? a : b ))
+
+bench-report: venv  ## issue 7's performance report: one run, table + JSON (.run/bench-report.json)
+	mkdir -p $(RUNDIR)
+	$(BIN)/python bench/vmreport.py --json $(RUNDIR)/bench-report.json
 
 clean:
 	rm -rf $(RUNDIR) .pytest_cache .mypy_cache .ruff_cache

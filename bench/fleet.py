@@ -58,12 +58,23 @@ def start_engine(stack: contextlib.ExitStack, *, total: int = CONTAINERS,
     stack.callback(engine.stop)
     engine.start()
     engine.build_test_image()
+    populate(engine, range(total), unhealthy=unhealthy, timeout_s=timeout_s)
+    return engine
+
+
+def populate(engine: TestEngine, indices: range, *, unhealthy: int,
+             timeout_s: float = 120.0) -> None:
+    """Run ``bench-NN`` for each index (see :func:`run_container`) and wait until Docker
+    counts ``indices.stop - unhealthy`` healthy and ``unhealthy`` unhealthy running
+    containers (the fleet is then ``bench-00`` .. ``bench-<stop-1>``).
+
+    Raises RuntimeError when the health counts have not settled after ``timeout_s``.
+    """
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda i: run_container(engine, i, unhealthy), range(total)))
+        list(pool.map(lambda i: run_container(engine, i, unhealthy), indices))
     deadline = time.monotonic() + timeout_s
-    while (counts := health_counts(engine)) != (total - unhealthy, unhealthy):
+    while (counts := health_counts(engine)) != (indices.stop - unhealthy, unhealthy):
         if time.monotonic() > deadline:
             raise RuntimeError(f"containers not settled after {timeout_s:g} s: "
                                f"(healthy, unhealthy) = {counts}")
         time.sleep(0.5)
-    return engine

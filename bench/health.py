@@ -51,15 +51,24 @@ MODES = ("seq", "conn", "conc")
 
 def loadgen(sock: Path, mode: str, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     """One bench/loadgen.py run against ``sock``; its result plus the server's CPU per request."""
-    argv = [sys.executable, "-m", "bench.loadgen", "--socket", str(sock), "--mode", mode,
-            "--requests", str(args.requests), "--warmup", str(args.warmup),
+    return run_loader("bench.loadgen", ["--socket", str(sock)], mode,
+                      (args.requests, args.warmup), args, server_pid)
+
+
+def run_loader(module: str, target: list[str], mode: str, counts: tuple[int, int],
+               args: Any, server_pid: int) -> dict[str, Any]:
+    """Run loader ``module`` (bench.loadgen's options) at ``target`` in ``mode`` with
+    ``counts`` = (counted, warm-up) requests; its summary plus the server's CPU
+    (``server_cpu_s``, ``server_cpu_us_per_request``).  RuntimeError when the loader fails."""
+    argv = [sys.executable, "-m", module, *target, "--mode", mode,
+            "--requests", str(counts[0]), "--warmup", str(counts[1]),
             "--clients", str(args.clients), "--duration-s", str(args.duration_s),
             "--max-seconds", "120"]
     cpu0 = common.cpu_seconds(server_pid)
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=150, check=False)
     server_cpu = common.cpu_seconds(server_pid) - cpu0
     if done.returncode != 0:
-        raise RuntimeError(f"loadgen {mode} on {sock}: {done.stderr.decode().strip()}")
+        raise RuntimeError(f"{module} {mode} on {target}: {done.stderr.decode().strip()}")
     raw = json.loads(done.stdout)
     result = {k: v for k, v in raw.items() if k != "latencies_ns"}
     result |= common.latency_summary(raw["latencies_ns"])
