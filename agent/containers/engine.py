@@ -87,7 +87,7 @@ class DockerEngine:
 
     async def inspect_container(self, ref: str) -> dict[str, Any]:
         """``GET /containers/{ref}/json`` (name or id).  NotFound, UpstreamUnavailable."""
-        return await self.query(lambda docker: docker.containers.container(ref).show())
+        return await self.query(lambda docker: _inspect(docker, ref))
 
     async def inspect_image(self, ref: str) -> dict[str, Any]:
         """``GET /images/{ref}/json``.  NotFound, UpstreamUnavailable."""
@@ -211,6 +211,13 @@ async def _list(docker: aiodocker.Docker, all_states: bool,
         params["filters"] = dict(filters)
     listed: list[dict[str, Any]] = await docker._query_json("containers/json", params=params)
     return listed
+
+
+async def _inspect(docker: aiodocker.Docker, ref: str) -> dict[str, Any]:
+    """The raw inspect answer (``containers.container(ref).show()`` without the wrapper
+    object and its log reader, which an inspect does not need)."""
+    found: dict[str, Any] = await docker._query_json(f"containers/{ref}/json")
+    return found
 
 
 def _being_removed(message: str) -> bool:

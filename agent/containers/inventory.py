@@ -15,19 +15,22 @@ Errors: :class:`agent.errors.NotFound` for an unknown container,
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agent.containers.engine import DockerEngine, health_status
 from agent.containers.memory import memory_bytes
-from agent.containers.model import STACK_LABEL, Container, from_inspect, parse_time
+from agent.containers.model import (
+    STACK_LABEL,
+    Container,
+    from_inspect,
+    listed_health,
+    parse_time,
+)
 from agent.errors import NotFound
 
 MAX_LINE_CHARS = 8192
-#: The health part of a list entry's ``Status`` ("Up 2 hours (unhealthy)"), as ``docker ps``.
-_LISTED_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _IMAGE_CACHE_MAX = 1024
 
 
@@ -65,8 +68,12 @@ class Inventory:
 
     async def unhealthy_ids(self) -> list[str]:
         """Ids of running containers Docker reports unhealthy (one list call)."""
-        listed = await self.engine.containers(filters={"health": ["unhealthy"]})
-        return [str(item["Id"]) for item in listed]
+        return [str(item["Id"]) for item in await self.unhealthy_listed()]
+
+    async def unhealthy_listed(self) -> list[dict[str, Any]]:
+        """The list entries (``Id``, ``Names``, ``State``, ``Status``, ``Labels`` ...) of
+        running containers Docker reports unhealthy (one list call)."""
+        return await self.engine.containers(filters={"health": ["unhealthy"]})
 
     async def inspect_many(self, ids: Iterable[str]) -> list[Container]:
         """Inspect each id concurrently (bounded); containers gone meanwhile are left out."""
@@ -152,12 +159,6 @@ def _log_line(line: str) -> dict[str, str]:
     stamp, _, text = line.partition(" ")
     return {"time": stamp, "text": text[:MAX_LINE_CHARS]}
 
-
-
-def listed_health(listed: Mapping[str, Any]) -> str:
-    """``healthy``/``unhealthy``/``starting``/``none`` from a list entry's ``Status`` text."""
-    m = _LISTED_HEALTH.search(str(listed.get("Status") or ""))
-    return "none" if m is None else m[1].replace("health: ", "")
 
 
 class InspectCache:

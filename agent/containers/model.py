@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agent.containers.engine import health_status
+from agent.containers.engine import container_name, health_status
 
 STACK_LABEL: Final = "com.docker.compose.project"
 OPT_OUT_LABEL: Final = "vm-agent.watchdog"
@@ -34,6 +34,8 @@ DEFAULT_START_PERIOD_S: Final = 0.0
 DEFAULT_STOP_TIMEOUT_S: Final = 10
 _NS: Final = 1e9
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
+#: The health part of a list entry's ``Status`` ("Up 2 hours (unhealthy)"), as ``docker ps``.
+_LISTED_HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 
 def parse_time(text: str | None) -> float | None:
@@ -130,7 +132,7 @@ class Container:
     @property
     def opted_out(self) -> bool:
         """True when labelled ``vm-agent.watchdog=off``."""
-        return self.labels.get(OPT_OUT_LABEL, "").strip().lower() == "off"
+        return opted_out(self.labels)
 
     def uptime_s(self, now: float) -> float | None:
         """Seconds since StartedAt while running; None otherwise."""
@@ -178,6 +180,26 @@ def health_log_of(state: Mapping[str, Any]) -> tuple[HealthCheckResult, ...]:
     return tuple(HealthCheckResult(parse_time(e.get("Start")), parse_time(e.get("End")),
                                    int(e.get("ExitCode", -1)), str(e.get("Output") or ""))
                  for e in entries)
+
+
+def opted_out(labels: Mapping[str, str]) -> bool:
+    """True when ``labels`` hold ``vm-agent.watchdog=off`` (any case, spaces ignored)."""
+    return str(labels.get(OPT_OUT_LABEL, "")).strip().lower() == "off"
+
+
+def listed_health(listed: Mapping[str, Any]) -> str:
+    """``healthy``/``unhealthy``/``starting``/``none`` from a list entry's ``Status`` text."""
+    m = _LISTED_HEALTH.search(str(listed.get("Status") or ""))
+    return "none" if m is None else m[1].replace("health: ", "")
+
+
+def from_listed(listed: Mapping[str, Any]) -> Container:
+    """A Container from one ``GET /containers/json`` entry: name, id, image, state, health
+    and labels only (no health log, timings or counters: those need an inspect)."""
+    labels = dict(listed.get("Labels") or {})
+    return Container(name=container_name(listed), id=str(listed["Id"]),
+                     image=str(listed.get("Image", "")), state=str(listed.get("State", "unknown")),
+                     health=listed_health(listed), stack=labels.get(STACK_LABEL), labels=labels)
 
 
 def from_inspect(inspect: Mapping[str, Any], *, memory_bytes: int | None = None,

@@ -154,6 +154,13 @@ def decide(snapshot: Snapshot, history: Mapping[str, History], now: float,
     return actions
 
 
+def skipped_by_list(c: Container, cfg: WatchdogConfig) -> bool:
+    """True when rule 2 or 3 skips ``c`` (opted out, protected) whatever an inspect adds:
+    both read only the name and labels, which a list entry has.  Its breaker's Resume
+    needs the inspect (health, StartedAt, RestartCount): a tripped one is inspected."""
+    return c.opted_out or c.name in cfg.protected
+
+
 def decide_one(c: Container, h: History, now: float, cfg: WatchdogConfig, *,
                hold_active: bool) -> Action | None:
     """The action for one container (None: nothing to do or say)."""

@@ -6,8 +6,10 @@ the event trigger and the backstop timer call.  Passes never overlap
 never restarted twice at once.
 
 A pass: one ``GET /containers/json?filters=health=unhealthy``, inspects of
-those plus of containers whose breaker is tripped (concurrent, bounded),
-one read of the history, :func:`decide`, then each action, restarts at most
+those plus of containers whose breaker is tripped (concurrent, bounded;
+an unhealthy one that is opted out or protected, breaker not tripped, is
+decided on its list entry alone: rules 2-3 skip it whatever an inspect
+says), one read of the history, :func:`decide`, then each action, restarts at most
 ``max_parallel_restarts`` at a time.  A failed, timed-out or vanished (404)
 container never aborts the pass.  Every acting decision and every skip of
 an unhealthy container is audited (``VMAGENT_ACTION=watchdog.*``); every
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,7 +30,7 @@ from agent.audit import PRIORITY_ERR, PRIORITY_INFO, PRIORITY_WARNING, Auditor
 from agent.config import WatchdogConfig
 from agent.containers.history import RestartRecord, RestartResult, Trigger, WatchdogHistory
 from agent.containers.inventory import Inventory
-from agent.containers.model import rfc3339
+from agent.containers.model import Container, from_listed, rfc3339
 from agent.containers.watchdog import (
     Action,
     GiveUp,
@@ -39,6 +41,7 @@ from agent.containers.watchdog import (
     Snapshot,
     action_wire,
     decide,
+    skipped_by_list,
 )
 from agent.errors import AgentError, NotFound
 from agent.hold import HoldStore
@@ -78,7 +81,8 @@ class ActionResult:
 @dataclass(frozen=True)
 class WatchdogReport:
     """One pass: ``started_at`` Unix seconds, ``took_s`` seconds, ``examined`` containers
-    inspected, the decided ``actions`` and (unless ``dry_run``) their ``results``."""
+    decided on (inspected, or listed and skipped by rule 2 or 3), the decided ``actions``
+    and (unless ``dry_run``) their ``results``."""
 
     dry_run: bool
     started_at: float
@@ -126,24 +130,56 @@ async def watchdog_pass(deps: WatchdogDeps, *, dry_run: bool) -> WatchdogReport:
 async def observe(deps: WatchdogDeps, *, prune: bool) -> tuple[Snapshot, dict[str, History]]:
     """The snapshot (unhealthy + tripped containers) and their history.
 
-    Docker calls on the loop; the store, cgroup and hold-file reads and the
-    prunes in two worker-thread hops (each hop is a GIL hand-over the loop waits on).
+    Docker calls on the loop, then the store, cgroup and hold-file reads and
+    the prunes in one worker-thread hop (each hop is a GIL hand-over the loop
+    waits on, and a worker running beside the loop stretches its chunks).  The
+    tripped ids are read in that hop; only when one of them was not inspected
+    yet (not unhealthy now, or decided on its list entry) is it inspected and a
+    second hop settles.
     """
-    tripped, unhealthy = await asyncio.gather(asyncio.to_thread(deps.history.tripped_ids),
-                                              deps.inventory.unhealthy_ids())
-    raws = await deps.inventory.inspect_raw([*unhealthy, *tripped])
+    listed = [from_listed(entry) for entry in await deps.inventory.unhealthy_listed()]
+    by_list = [c for c in listed if skipped_by_list(c, deps.config)]
+    known = {c.id for c in by_list}
+    raws = await deps.inventory.inspect_raw(c.id for c in listed if c.id not in known)
     now = deps.clock()
+    settled = await asyncio.to_thread(_settle, deps, by_list, raws, prune=prune, now=now)
+    if isinstance(settled, tuple):
+        return settled
+    tripped = settled  # some tripped ids still need their inspect (the breaker's Resume)
+    raws = [*raws, *await deps.inventory.inspect_raw(set(tripped) - known_ids(raws))]
+    now = deps.clock()
+    return await asyncio.to_thread(_snapshot, deps, by_list, raws, tripped, prune=prune, now=now)
 
-    def settle() -> tuple[Snapshot, dict[str, History]]:
-        containers = [deps.inventory.model(raw) for raw in raws]
-        seen = {c.id for c in containers}
-        if prune:
-            for gone in set(tripped) - seen:  # removed containers: their breaker goes too
-                deps.history.reset(gone)
-        history = deps.history.load(seen, now=now, window_s=deps.config.window_s)
-        return Snapshot(containers, hold_active=deps.hold.get().active), history
 
-    return await asyncio.to_thread(settle)
+def known_ids(raws: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The ids of inspect answers."""
+    return {str(raw["Id"]) for raw in raws}
+
+
+def _settle(deps: WatchdogDeps, by_list: Sequence[Container], raws: Sequence[Mapping[str, Any]],
+            *, prune: bool, now: float) -> tuple[Snapshot, dict[str, History]] | list[str]:
+    """(Worker thread.)  :func:`_snapshot` with the tripped ids read now; or those ids
+    when one of them has no inspect answer in ``raws`` (inspect it, then :func:`_snapshot`)."""
+    tripped = deps.history.tripped_ids()
+    if not set(tripped) <= known_ids(raws):
+        return tripped
+    return _snapshot(deps, by_list, raws, tripped, prune=prune, now=now)
+
+
+def _snapshot(deps: WatchdogDeps, by_list: Sequence[Container],
+              raws: Sequence[Mapping[str, Any]], tripped: Sequence[str], *, prune: bool,
+              now: float) -> tuple[Snapshot, dict[str, History]]:
+    """(Worker thread.)  The snapshot and the history of its containers: ``by_list`` (their
+    breaker not tripped) and the models of ``raws``; prunes breakers of removed ones."""
+    breakers = set(tripped)
+    containers = [*(c for c in by_list if c.id not in breakers),
+                  *(deps.inventory.model(raw) for raw in raws)]
+    seen = {c.id for c in containers}
+    if prune:
+        for gone in breakers - seen:  # removed containers: their breaker goes too
+            deps.history.reset(gone)
+    history = deps.history.load(seen, now=now, window_s=deps.config.window_s)
+    return Snapshot(containers, hold_active=deps.hold.get().active), history
 
 
 async def _execute_all(deps: WatchdogDeps, actions: Sequence[Action]) -> list[ActionResult]:

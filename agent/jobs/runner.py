@@ -130,19 +130,29 @@ class JobRunner:
                 skipped = await self._refused(base, f"hold active: {hold.reason}")
                 raise Locked(f"maintenance hold active ({hold.reason}); job {ctx.job} refused "
                              "(a dry-run is allowed)", {"hold": hold.to_wire(), "run_id": skipped})
-        await asyncio.to_thread(self._mark_stale, ctx.job, held=lock)
-        run_id = await asyncio.to_thread(lambda: self.records.start(**base))
-        lock.set_owner(run_id)
+        run_id = await asyncio.to_thread(self._begin, base, lock)
         self.auditor.action("job.start", message=f"job {ctx.job} ({ctx.mode}) started, run "
                             f"{run_id}", run_id=run_id, **_plain(base))
         return run_id
 
+    def _begin(self, base: dict[str, Any], lock: JobLock) -> int:
+        """In one worker-thread hop: mark the job's stale runs, insert the ``running`` record,
+        name it in the held ``lock``; its run id."""
+        self._mark_stale(base["job"], held=lock)
+        run_id = self.records.start(**base)
+        lock.set_owner(run_id)
+        return run_id
+
     async def _refused(self, base: dict[str, Any], reason: str) -> int:
-        run_id = await asyncio.to_thread(
-            lambda: self.records.start(**base, status="skipped", reason=reason))
+        run_id = await asyncio.to_thread(self._refuse_record, base, reason)
         self.auditor.action("job.refused", message=f"job {base['job']} refused: {reason}",
                             priority=PRIORITY_WARNING, run_id=run_id, reason=reason,
                             **_plain(base))
+        return run_id
+
+    def _refuse_record(self, base: dict[str, Any], reason: str) -> int:
+        """Insert a ``skipped`` record and prune the job's old ones (one hop); its id."""
+        run_id = self.records.start(**base, status="skipped", reason=reason)
         self._prune(base["job"])
         return run_id
 
@@ -157,11 +167,11 @@ class JobRunner:
         """The run itself; always finishes the record and releases the lock."""
         status: str = "failed"
         reason: str | None = INTERRUPTED
+        pruned = False
         try:
             status, reason = await self._steps(job, ctx)
             after = await self._disks(ctx)
-            await asyncio.to_thread(lambda: self.records.finish(
-                ctx.run_id, status=status, reason=reason, disk_after=after))
+            pruned = await asyncio.to_thread(self._close, ctx, status, reason, after)
         except asyncio.CancelledError:
             self._finish_quietly(ctx.run_id, INTERRUPTED)
             raise
@@ -171,8 +181,17 @@ class JobRunner:
             self._finish_quietly(ctx.run_id, reason)
         finally:
             lock.release()
-            self._prune(ctx.job)
+            if not pruned:
+                self._prune(ctx.job)
             self._after(ctx, status, reason)
+
+    def _close(self, ctx: JobContext, status: str, reason: str | None,
+               after: tuple[DiskSample, ...]) -> bool:
+        """Finish the record and prune the job's old ones, in one worker-thread hop (SQLite
+        writes are off the event loop); True (pruned).  Raises what ``finish`` raises."""
+        self.records.finish(ctx.run_id, status=status, reason=reason, disk_after=after)
+        self._prune(ctx.job)
+        return True
 
     async def _steps(self, job: Job, ctx: JobContext) -> tuple[str, str | None]:
         before = await self._disks(ctx)
