@@ -42,9 +42,9 @@ from agent.api.envelope import (
 )
 from agent.api.params import parse_params
 from agent.api.registry import Call, Command
-from agent.api.transport import ConnectionGuard, GuardedConnection
+from agent.api.transport import AgentServer, ConnectionGuard, GuardedConnection
 from agent.audit import AuditEvent, Auditor
-from agent.errors import AgentError, Forbidden, Internal
+from agent.errors import AgentError, BadRequest, Forbidden, Internal
 
 log = logging.getLogger("vm-agent")
 
@@ -110,7 +110,7 @@ _RID_COUNTER = itertools.count(1)
 
 def _request_id(request: web.BaseRequest) -> str:
     given = request.headers.get("X-Request-Id", "")
-    if 0 < len(given) <= 64 and given.replace("-", "").isalnum():
+    if 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").isalnum():
         return given
     return f"{_RID_PREFIX}{next(_RID_COUNTER):08x}"
 
@@ -194,6 +194,34 @@ class Dispatcher:
         data = await cmd.handler(Call(self.state.services, out.peer, out.role, rid, params))
         return envelope_ok(data, rid)
 
+    def malformed(self, request: web.BaseRequest, status: int,
+                  exc: BaseException | None) -> web.StreamResponse:
+        """The envelope for a request aiohttp could not parse (``status`` 400), audited once.
+
+        A peer in no role gets 403 here too.  The reply names the parser's
+        complaint without echoing the client's bytes, and closes the connection.
+        """
+        out, rid = _Outcome(), _request_id(request)
+        out.peer, out.role = self._identify(self.state.guard.connection_of(request))
+        reason = _parser_complaint(exc)
+        out.args = {"error": reason}
+        err: AgentError
+        if out.role == "none":
+            err = Forbidden("this peer has no role on this agent (see access in the config)",
+                            {"role": "none"})
+        elif status == 400:
+            err = BadRequest("request", f"malformed HTTP request: {reason}")
+        else:  # aiohttp caught what the dispatcher let through: never expected
+            log.error("HTTP %d from aiohttp (request %s)", status, rid, exc_info=exc)
+            err = Internal("internal error; see the agent's journal", {"request_id": rid})
+        out.result = err.code
+        self.state.auditor.request(AuditEvent(
+            out.command, out.peer.uid, out.peer.gid, out.peer.pid, out.role, out.result,
+            rid, 0.0, out.args))
+        resp = envelope_error(err, rid)
+        resp.force_close()
+        return resp
+
     def _identify(self, conn: GuardedConnection | None) -> tuple[Peer, Role]:
         if conn is None or conn.peer is None:
             return _NO_PEER, "none"
@@ -213,6 +241,12 @@ class Dispatcher:
             out.args = {"method": request.method, "path": request.path[:256]}
             raise http_error(info.http_exception, request)
         return self._by_route[info.route], info
+
+
+def _parser_complaint(exc: BaseException | None) -> str:
+    # aiohttp's messages are "<what>:\n<the offending bytes>"; keep the what only
+    text = getattr(exc, "message", None) or (str(exc) if exc is not None else "")
+    return str(text).split(":", 1)[0].strip()[:120] or "unparsable request"
 
 
 def _audit_refused(state: ServerState, peer: Peer | None, request_id: str) -> None:
@@ -249,8 +283,10 @@ def make_runner(commands: Iterable[Command], state: ServerState, *,
     """
     loop = asyncio.get_running_loop()
     make_request = functools.partial(web.Request, loop=loop, client_max_size=MAX_BODY_BYTES)
-    server = web.Server(Dispatcher(commands, state).handle, request_factory=make_request,
-                        loop=loop, access_log=None,
-                        keepalive_timeout=state.guard.client_timeout_s)
+    dispatcher = Dispatcher(commands, state)
+    server = AgentServer(dispatcher.handle, on_malformed=dispatcher.malformed,
+                         request_factory=make_request, loop=loop, handler_kwargs={
+                             "access_log": None,
+                             "keepalive_timeout": state.guard.client_timeout_s})
     state.guard.on_refuse = lambda peer, rid: _audit_refused(state, peer, rid)
     return AgentRunner(server, state, handle_signals=False, shutdown_timeout=shutdown_timeout)

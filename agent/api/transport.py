@@ -8,10 +8,11 @@ connection's protocol is wrapped:
 - a connection that has not *started* a request within ``client_timeout_s``
   of connecting (or of its previous response) is closed: this bounds slow
   headers (slowloris) and idle keep-alive; the body is bounded by the server
-  with the same figure.  The timer is per connection, not per request: a
-  request only marks the connection busy and then idle again (two attribute
-  writes), and the timer, when it fires, closes the connection or re-arms
-  itself for what is left;
+  with the same figure.  A connection whose reply is still unsent then (the
+  client stopped reading) is aborted, since a close would wait for it.  The
+  timer is per connection, not per request: a request only marks the
+  connection busy and then idle again (two attribute writes), and the timer,
+  when it fires, closes the connection or re-arms itself for what is left;
 - the peer's ``SO_PEERCRED`` is read once per connection (the server caches
   the peer's role beside it).
 """
@@ -92,7 +93,7 @@ class GuardedConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._read_peer(transport)
-        self.guard.live[transport] = self
+        self.guard.accepted(transport, self)
         self.request_done(time.monotonic())
         self._arm(self.guard.client_timeout_s)
         self.inner.connection_made(transport)
@@ -132,6 +133,12 @@ class GuardedConnection(asyncio.Protocol):
         if self.busy or left > 0:  # a request is running (its body has its own bound)
             self._arm(timeout_s if self.busy else left)
             return
+        if self._transport.get_write_buffer_size():
+            # a reply is still unsent: the client stopped reading.  close() would wait
+            # for the buffer to drain, i.e. forever, and keep the connection counted
+            log.info("aborting a connection that read no reply within %.1f s", timeout_s)
+            self._transport.abort()
+            return
         log.info("closing a connection that sent no request within %.1f s", timeout_s)
         self._transport.close()
 
@@ -163,21 +170,75 @@ class ConnectionGuard:
         self.client_timeout_s = client_timeout_s
         self.proc_root = proc_root
         self.live: dict[asyncio.BaseTransport, GuardedConnection] = {}
+        #: connections accepted (protocol made) whose ``connection_made`` has not run yet:
+        #: asyncio accepts a burst of connections before any of them is made
+        self.starting = 0
         #: called with (peer, request_id) for each refused connection (the server audits it)
         self.on_refuse: Callable[[Peer | None, str], None] = lambda peer, rid: None
 
     def factory(self, inner_factory: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
         def make() -> asyncio.Protocol:
-            if len(self.live) >= self.max_connections:
+            if len(self.live) + self.starting >= self.max_connections:
                 log.warning("connection limit %d reached; refusing a connection",
                             self.max_connections)
                 return _Refuse(self)
+            self.starting += 1
             return GuardedConnection(inner_factory(), self)
         return make
+
+    def accepted(self, transport: asyncio.BaseTransport, conn: GuardedConnection) -> None:
+        """``conn`` (counted as starting since :meth:`factory` made it) is now live."""
+        self.starting = max(0, self.starting - 1)
+        self.live[transport] = conn
 
     def connection_of(self, request: web.BaseRequest) -> GuardedConnection | None:
         transport = request.transport
         return self.live.get(transport) if transport is not None else None
+
+
+#: answers a request aiohttp could not parse: (request, HTTP status, the parser's error)
+MalformedHandler = Callable[[web.BaseRequest, int, BaseException | None], web.StreamResponse]
+
+
+class _AgentRequestHandler(web.RequestHandler):
+    """aiohttp's per-connection protocol, with the agent's answer to unparsable requests.
+
+    aiohttp answers a request it cannot parse (bad request line, header too
+    long, bad chunk, Content-Length with Transfer-Encoding, ...) with its own
+    plain-text 400 that echoes the bytes; the agent answers with the envelope
+    and audits it (:meth:`agent.api.server.Dispatcher.malformed`).
+    """
+
+    __slots__ = ("_on_malformed",)
+
+    def __init__(self, manager: web.Server, on_malformed: MalformedHandler,
+                 **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._on_malformed = on_malformed
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # a reply is half sent: aiohttp gives up
+            return super().handle_error(request, status, exc, message)
+        return self._on_malformed(request, status, exc)
+
+
+class AgentServer(web.Server):
+    """aiohttp's low-level server whose connections answer unparsable requests with
+    ``on_malformed`` (``handler_kwargs``: :class:`aiohttp.web.RequestHandler`'s options)."""
+
+    def __init__(self, handler: Any, *, on_malformed: MalformedHandler,
+                 loop: asyncio.AbstractEventLoop, handler_kwargs: dict[str, Any],
+                 **kwargs: Any) -> None:
+        super().__init__(handler, loop=loop, **kwargs)
+        self._agent_loop = loop
+        self._on_malformed = on_malformed
+        self._handler_kwargs = handler_kwargs
+
+    def __call__(self) -> web.RequestHandler:
+        return _AgentRequestHandler(self, self._on_malformed, loop=self._agent_loop,
+                                    **self._handler_kwargs)
 
 
 class GuardedUnixSite(web.SockSite):

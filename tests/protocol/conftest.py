@@ -132,8 +132,8 @@ async def agent_server(short_tmp: Path) -> AsyncIterator[Agent]:
     await stopper.stop()
 
 
-def raw_request(path: str, data: bytes, *, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
-    """Send raw bytes on the socket; return (status, envelope)."""
+def exchange(path: str, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send raw bytes on the socket, read until the agent closes; the raw answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
@@ -141,7 +141,12 @@ def raw_request(path: str, data: bytes, *, timeout: float = 10.0) -> tuple[int, 
         chunks = []
         while chunk := s.recv(65536):
             chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return b"".join(chunks)
+
+
+def raw_request(path: str, data: bytes, *, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+    """Send raw bytes on the socket; return (status, envelope)."""
+    head, _, body = exchange(path, data, timeout=timeout).partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, json.loads(body)
 
