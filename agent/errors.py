@@ -96,11 +96,11 @@ class UpstreamUnavailable(AgentError):
         super().__init__(message, {"upstream": upstream, **details})
 
 
-class UpstreamTimeout(AgentError):
-    code = "timeout"
+class UpstreamTimeout(UpstreamUnavailable):
+    """The upstream did not answer in time (504).  A kind of UpstreamUnavailable, so
+    code that handles "the upstream is down" also handles "it hangs"."""
 
-    def __init__(self, upstream: str, message: str, **details: Any) -> None:
-        super().__init__(message, {"upstream": upstream, **details})
+    code = "timeout"
 
 
 class Internal(AgentError):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from agent.containers.dockerfail import describe_failure, is_sdk_failure
-from agent.errors import AgentError, NotFound, UpstreamUnavailable
+from agent.errors import AgentError, NotFound, UpstreamTimeout, UpstreamUnavailable
 from agent.host.model import DockerSummary
 
 if TYPE_CHECKING:
@@ -123,8 +123,9 @@ class DockerEngine:
         """``await fn(docker)`` on the loop with the aiodocker client, bounded by ``timeout_s``
         (default: the engine's).
 
-        Raises NotFound on a 404, UpstreamUnavailable("docker", short reason) on
-        any other API error, connection failure or timeout.
+        Raises NotFound on a 404, UpstreamTimeout("docker", ...) (504) when no answer
+        came within the limit, UpstreamUnavailable("docker", short reason) on any
+        other API error or connection failure.
         """
         import aiodocker
 
@@ -133,7 +134,7 @@ class DockerEngine:
             async with asyncio.timeout(limit):
                 return await fn(self._aiodocker())
         except TimeoutError:
-            raise UpstreamUnavailable(
+            raise UpstreamTimeout(
                 "docker", f"no answer from {self.host} within {limit:g} s") from None
         except aiodocker.DockerError as exc:
             if exc.status == 404:
@@ -166,9 +167,10 @@ class DockerEngine:
         """``fn(client)`` with the docker SDK in a worker thread, bounded by ``timeout_s``
         (default: the engine's).
 
-        Raises UpstreamUnavailable("docker", short reason) on any connection,
-        timeout or API failure, after dropping the client; an AgentError raised
-        by ``fn`` passes through unchanged.
+        Raises UpstreamTimeout("docker", ...) (504) after ``timeout_s``,
+        UpstreamUnavailable("docker", short reason) on any connection or API
+        failure, after dropping the client; an AgentError raised by ``fn``
+        passes through unchanged.
         """
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
@@ -176,7 +178,7 @@ class DockerEngine:
                 return await asyncio.to_thread(self._run, fn)
         except TimeoutError:
             self.close()
-            raise UpstreamUnavailable(
+            raise UpstreamTimeout(
                 "docker", f"no answer from {self.host} within {limit:g} s") from None
         except Exception as exc:
             if not is_sdk_failure(exc):

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.containers.engine import DockerEngine, health_status
+from agent.containers.engine import DockerEngine, container_name, health_status
 from agent.containers.memory import memory_bytes
 from agent.containers.model import (
     STACK_LABEL,
@@ -94,13 +94,14 @@ class Inventory:
         return [raw for raw in found if raw is not None]
 
     async def _inspect_one(self, ref: str) -> Mapping[str, Any] | None:
+        epoch = self.cache.epoch
         async with self._limit:
             try:
                 raw = await self.engine.inspect_container(ref)
             except NotFound:
                 return None
             await self._image_created_at(str(raw.get("Image") or ""))
-        self.cache.put(raw)
+        self.cache.put(raw, epoch)
         return raw
 
     async def _models(self, raws: list[Mapping[str, Any]]) -> list[Container]:
@@ -169,13 +170,20 @@ class InspectCache:
     that container's entry (:meth:`forget`).  An entry is used only when the
     list entry still shows the same ``State`` and health, the health is not
     ``unhealthy`` or ``starting`` (their FailingStreak and log move every
-    check), and it is younger than ``max_age_s``.
+    check), the same name, and it is younger than ``max_age_s``.
+
+    An inspect answer can arrive after an event that made it stale (sent
+    before ``docker rename``/``update``, answered, then the event is handled
+    first): :meth:`put` stores an answer only when no event was handled
+    since the inspect was sent (``epoch``, read before sending it).
     """
 
     def __init__(self, max_age_s: float = 60.0) -> None:
         self.max_age_s = max_age_s
         self.enabled = False
         self._entries: dict[str, tuple[float, Mapping[str, Any]]] = {}
+        #: Events handled so far: an answer to an inspect sent before the latest is not kept.
+        self.epoch = 0
 
     def follow(self, *, connected: bool) -> None:
         """Turn the cache on (event stream connected) or off and empty it."""
@@ -184,10 +192,13 @@ class InspectCache:
             self._entries.clear()
 
     def forget(self, container_id: str) -> None:
+        """A container event: drop its entry, and refuse answers to inspects sent before."""
+        self.epoch += 1
         self._entries.pop(container_id, None)
 
-    def put(self, raw: Mapping[str, Any]) -> None:
-        if self.enabled:
+    def put(self, raw: Mapping[str, Any], epoch: int) -> None:
+        """Keep ``raw``, an answer to an inspect sent when :attr:`epoch` was ``epoch``."""
+        if self.enabled and epoch == self.epoch:
             self._entries[str(raw["Id"])] = (time.monotonic(), raw)
 
     def get(self, listed: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -197,5 +208,6 @@ class InspectCache:
             return None
         raw, health = entry[1], listed_health(listed)
         same = (raw.get("State") or {}).get("Status") == listed.get("State") \
-            and health_status(raw) == health
+            and health_status(raw) == health \
+            and str(raw.get("Name") or "").lstrip("/") == container_name(listed)
         return raw if same and health in ("healthy", "none") else None
