@@ -271,9 +271,23 @@ def _json_first(argv: list[str]) -> list[str]:
     return argv
 
 
+#: ``hold WORD`` with one of these is almost surely an attempt to lift the hold.
+_LIFT_WORDS = frozenset({"off", "clear", "release", "lift", "remove", "none", "stop", "end",
+                         "unset", "cancel", "delete", "no", "false", "0"})
+
+
+def _check_hold(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``hold off`` & co: it would *set* a hold whose reason is "off"."""
+    if args.cmd == "hold" and len(args.reason) == 1 and args.reason[0].lower() in _LIFT_WORDS:
+        parser.error(f"'hold {args.reason[0]}' would set a hold with the reason "
+                     f"{args.reason[0]!r}; to lift the hold: vm-agentctl unhold")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vm-agentctl``; returns the exit status."""
-    args = _parser().parse_args(_json_first(sys.argv[1:] if argv is None else list(argv)))
+    parser = _parser()
+    args = parser.parse_args(_json_first(sys.argv[1:] if argv is None else list(argv)))
+    _check_hold(parser, args)
     method, path, body = _route(args)
     try:
         _status, envelope = call(args.socket, method, path, body, timeout_s=_timeout(args))

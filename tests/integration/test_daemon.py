@@ -235,6 +235,8 @@ def test_hold_via_ctl_round_trip(tmp: Path) -> None:
 
 def test_ctl_usage_error_is_unknown_and_json_goes_anywhere(tmp: Path) -> None:
     assert ctl(tmp, "no-such-command").returncode == 3
+    lift = ctl(tmp, "hold", "off")  # would set a hold whose reason is "off"
+    assert lift.returncode == 3 and "vm-agentctl unhold" in lift.stderr, lift
     proc = spawn(tmp)
     try:
         wait_socket(tmp / "agent.sock", proc)
