@@ -43,6 +43,8 @@ EVENT_FILTERS = {"type": ["container"],
                  "event": ["health_status", "oom", "start", "die", "restart", "update",
                            "destroy", "rename", "pause", "unpause"]}
 RECHECK_SLACK_S = 0.5  # a health probe's own duration, plus scheduling
+#: Seconds before the same reconnect reason is logged again (Docker down for long: quiet).
+REPEAT_LOG_S = 600
 
 
 class DockerEvents:
@@ -59,6 +61,7 @@ class DockerEvents:
         self.connect_timeout_s = connect_timeout_s
         self.connects = 0
         self._task: asyncio.Task[None] | None = None
+        self._last_logged: tuple[str, float] | None = None  # (reason, monotonic s)
 
     def start(self) -> None:
         """Start following (returns at once)."""
@@ -77,15 +80,26 @@ class DockerEvents:
             began = time.monotonic()
             try:
                 await self._follow()
-                log.info("docker events: the stream ended; reconnecting in %.1f s", backoff)
+                self.log_retry("the stream ended", backoff)
             except Exception as exc:
-                log.info("docker events: %s; reconnecting in %.1f s", str(exc)[:200] or
-                         repr(exc), backoff)
+                self.log_retry(str(exc)[:200] or repr(exc), backoff)
             self.on_disconnect()
             if time.monotonic() - began > 30:
                 backoff = 0.5  # it had been working: start again from a short wait
+                self._last_logged = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max_s)
+
+    def log_retry(self, reason: str, backoff_s: float) -> None:
+        """Log a failed or ended stream: the first time, when the reason changes, and
+        then at most every ``REPEAT_LOG_S`` (Docker stopped for a day is one line an
+        interval, not one every ``backoff_max_s``)."""
+        now, last = time.monotonic(), self._last_logged
+        if last is not None and last[0] == reason and now - last[1] < REPEAT_LOG_S:
+            return
+        self._last_logged = (reason, now)
+        log.info("docker events: %s; reconnecting in %.1f s (the same reason is logged "
+                 "again at most every %d s)", reason, backoff_s, REPEAT_LOG_S)
 
     async def _follow(self) -> None:
         """Connect (within ``connect_timeout_s``), then hand every event to ``on_event``
