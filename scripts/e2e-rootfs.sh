@@ -54,12 +54,23 @@ adjust_tree() {
   rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
 }
 
+# debootstrap mounts /proc and /sys inside the tree while it works; a failure
+# can leave them mounted. Unmount whatever is below the work folder first, and
+# never let rm cross into another file system.
+remove_work() {
+  local m
+  [ -n "${work:-}" ] && [ -d "$work" ] || return 0
+  awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r m; do umount -l "$m" || true; done
+  rm -rf --one-file-system "$work"
+}
+
 build() {
   local out="$1"
   command -v debootstrap >/dev/null || die "debootstrap is not installed (make deps)"
   [ "$(id -u)" -eq 0 ] || die "run as root"
   work="$(mktemp -d /var/tmp/vm-agent-e2e-root.XXXXXX)"  # global: the EXIT trap needs it
-  trap 'rm -rf "$work"' EXIT
+  trap remove_work EXIT
   local include
   include="$(IFS=,; echo "${PACKAGES[*]}")"
   say "debootstrap $SUITE from $MIRROR into $work (a few minutes)"
@@ -68,7 +79,7 @@ build() {
   adjust_tree "$work/root"
   tar --numeric-owner --xattrs -C "$work/root" -cf "$out.tmp" .
   mv -f "$out.tmp" "$out"
-  rm -rf "$work"
+  remove_work
   trap - EXIT
 }
 
