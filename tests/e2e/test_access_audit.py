@@ -178,7 +178,8 @@ def test_ops_member_runs_break_glass_commands_through_sudo(
     hold = box.json([CTL, "--json", "hold"])
     assert (hold["active"], hold["reason"]) == (True, "e2e break glass")
     dry = _as(box, "ops", "sudo", "-n", CTL, "run", "cleanup", "--dry-run")
-    assert dry.rc in (0, 1, 2) and "a password is required" not in dry.err, repr(dry)
+    # under the hold a dry run still runs (only a real cleanup is refused 423): ok or partial
+    assert dry.rc in (0, 1) and "cleanup" in dry.out, repr(dry)
     unheld = _as(box, "ops", "sudo", "-n", CTL, "unhold")
     assert unheld.rc == 0, repr(unheld)
     assert box.json([CTL, "--json", "hold"])["active"] is False
