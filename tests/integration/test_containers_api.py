@@ -20,12 +20,11 @@ pytestmark = pytest.mark.integration
 @asynccontextmanager
 async def serve(tmp: Path, docker_host: str, **watchdog: Any) -> AsyncIterator[Agent]:
     """The protocol test agent (tests/protocol/conftest.py) on the tests' own engine."""
-    agent, runner, stopper = await start_agent(tmp, docker_host=docker_host,
+    agent, _runner, stopper = await start_agent(tmp, docker_host=docker_host,
                                                watchdog=watchdog)
     try:
         yield agent
     finally:
-        await runner.cleanup()
         await stopper.stop()
 
 

@@ -26,13 +26,12 @@ pytestmark = pytest.mark.integration
 
 @contextlib.asynccontextmanager
 async def serve(tmp: Path, docker_host: str) -> AsyncIterator[Agent]:
-    agent, runner, stopper = await start_agent(tmp, docker_host=docker_host)
+    agent, _runner, stopper = await start_agent(tmp, docker_host=docker_host)
     try:
         assert agent.services.watchdog is not None
         await agent.services.watchdog.start()  # and with it the event stream (as the daemon)
         yield agent
     finally:
-        await runner.cleanup()
         await stopper.stop()
 
 

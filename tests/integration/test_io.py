@@ -117,7 +117,6 @@ async def test_a_writing_container_shows_a_write_rate_and_an_idle_one_none(
         assert by_name(rows)["io-writer"]["write_bytes_per_s"] > 0.5e6, rows
     finally:
         await io.stop()
-        await runner.cleanup()
         await stopper.stop()
         await docker.aclose()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,22 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.jobs.base import StepResult
 from agent.metrics_export import MetricsExporter
 from tests.integration.agentproc import CTL
-from tests.protocol.conftest import VIEWER_UID, Agent, request, request_as, start_agent
+from tests.protocol.conftest import (  # noqa: F401 (agent_server: a fixture, used by name)
+    VIEWER_UID,
+    Agent,
+    agent_server,
+    request,
+    request_as,
+)
 
 pytestmark = pytest.mark.integration
 PROMTOOL = "/usr/bin/promtool"
 
 
 @pytest.fixture
-async def agent(short_tmp: Path) -> AsyncIterator[Agent]:
-    agent, runner, stopper = await start_agent(short_tmp)
-    yield agent
-    await runner.cleanup()
-    await stopper.stop()
+def agent(agent_server: Agent) -> Agent:  # noqa: F811 (the imported fixture)
+    """tests/protocol's agent on ``short_tmp`` (its metrics textfile is short_tmp/vm-agent.prom)."""
+    return agent_server
 
 
 def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:

@@ -50,9 +50,8 @@ async def rig(short_tmp: Path) -> AsyncIterator[Rig]:
     stand_in = OllamaStandIn(models={"big:latest": big, "small:latest": 1_000_000,
                                      "team/tool:v1.2": 2_000_000})
     await stand_in.start()
-    agent, runner, stopper = await _start(short_tmp, stand_in.url)
+    agent, _runner, stopper = await _start(short_tmp, stand_in.url)
     yield Rig(agent, stand_in, big)
-    await runner.cleanup()
     await stopper.stop()
     await stand_in.stop()
 
@@ -218,7 +217,7 @@ def _closed_port() -> int:
 
 
 async def test_ollama_down_is_503_quickly(short_tmp: Path) -> None:
-    agent, runner, stopper = await _start(short_tmp, f"http://127.0.0.1:{_closed_port()}")
+    agent, _runner, stopper = await _start(short_tmp, f"http://127.0.0.1:{_closed_port()}")
     try:
         for path in ("/v1/ollama/models", "/v1/ollama/loaded",
                      "/v1/ollama/load-impact?model=x"):
@@ -229,14 +228,13 @@ async def test_ollama_down_is_503_quickly(short_tmp: Path) -> None:
             assert env["error"]["details"]["upstream"] == "ollama"
             assert time.monotonic() - started < 2.0
     finally:
-        await runner.cleanup()
         await stopper.stop()
 
 
 async def test_hanging_ollama_is_504_within_the_timeout(short_tmp: Path) -> None:
     stand_in = OllamaStandIn(models={"small:latest": 1}, hang=True)
     await stand_in.start()
-    agent, runner, stopper = await _start(short_tmp, stand_in.url, timeout_s=1.0)
+    agent, _runner, stopper = await _start(short_tmp, stand_in.url, timeout_s=1.0)
     try:
         started = time.monotonic()
         status, env = await request(agent, "GET", "/v1/ollama/models")
@@ -246,7 +244,6 @@ async def test_hanging_ollama_is_504_within_the_timeout(short_tmp: Path) -> None
         assert 0.9 <= elapsed < 3.0
         assert stand_in.requests  # the call did reach the stand-in
     finally:
-        await runner.cleanup()
         await stopper.stop()
         await stand_in.stop()
 

@@ -208,8 +208,7 @@ async def agent_with(short_tmp: Path, prom_url: tuple[str, float]) -> AsyncItera
         return agent
 
     yield start
-    for runner, stopper in agents:
-        await runner.cleanup()
+    for _runner, stopper in agents:
         await stopper.stop()
 
 

@@ -83,12 +83,16 @@ def test_config(tmp: Path, *, docker_host: str | None = None,
 
 
 class Stopper:
-    """Stops a test agent's services the way the daemon does (agent.wiring.stop_services)."""
+    """Stops a test agent the way the daemon does: the server (its runner's cleanup:
+    requests drained, queued audit entries written), then every service
+    (agent.wiring.stop_services: samplers, jobs, the Docker client's session)."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, runner: AgentRunner, services: Services) -> None:
+        self.runner = runner
         self.services = services
 
     async def stop(self) -> None:
+        await self.runner.cleanup()
         await stop_services(self.services)
 
 
@@ -101,8 +105,8 @@ async def start_agent(tmp: Path, *, docker_host: str | None = None,
 
     Docker is absent (the container commands answer 503); the host sampler
     runs; the io sampler makes one pass; the job catalog is the test job.
-    After ``runner.cleanup()``, ``await stopper.stop()`` stops every service
-    as the daemon does (samplers, jobs, the Docker client's session).
+    ``await stopper.stop()`` stops the server and every service as the daemon
+    does (samplers, jobs, the Docker client's session).
     """
     cfg = test_config(tmp, docker_host=docker_host, watchdog=watchdog, ollama=ollama,
                       prometheus=prometheus, **server)
@@ -121,14 +125,13 @@ async def start_agent(tmp: Path, *, docker_host: str | None = None,
     sock = bind_unix(cfg.server.socket, mode=0o666, group=None)
     await GuardedUnixSite(runner, sock, guard).start()
     agent = Agent(cfg.server.socket, stream, Path(cfg.state_dir), guard, services)
-    return agent, runner, Stopper(services)
+    return agent, runner, Stopper(runner, services)
 
 
 @pytest.fixture
 async def agent_server(short_tmp: Path) -> AsyncIterator[Agent]:
-    agent, runner, stopper = await start_agent(short_tmp)
+    agent, _runner, stopper = await start_agent(short_tmp)
     yield agent
-    await runner.cleanup()
     await stopper.stop()
 
 

@@ -189,7 +189,7 @@ def _answered(sockets: list[socket.socket]) -> list[bytes]:
 async def test_connection_limit_holds_for_a_burst(short_tmp: Path) -> None:
     """Connections that arrive together are accepted in one loop pass, before any of
     them is ``connection_made``: the limit must count them all the same."""
-    agent, runner, stopper = await start_agent(short_tmp, max_connections=3)
+    agent, _runner, stopper = await start_agent(short_tmp, max_connections=3)
     held = _connect_many(agent.socket_path, 10)  # no await: the loop has not run yet
     try:
         await asyncio.sleep(0.3)
@@ -202,7 +202,6 @@ async def test_connection_limit_holds_for_a_burst(short_tmp: Path) -> None:
     finally:
         for s in held:
             s.close()
-        await runner.cleanup()
         await stopper.stop()
 
 
@@ -218,7 +217,7 @@ async def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
 async def test_client_that_stops_reading_is_dropped(short_tmp: Path) -> None:
     """Replies pile up unread: after client_timeout_s the connection must go, not wait
     forever for its send buffer to drain (and hold a connection slot meanwhile)."""
-    agent, runner, stopper = await start_agent(short_tmp, client_timeout_s=0.5)
+    agent, _runner, stopper = await start_agent(short_tmp, client_timeout_s=0.5)
     s = socket.socket(socket.AF_UNIX)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -238,12 +237,11 @@ async def test_client_that_stops_reading_is_dropped(short_tmp: Path) -> None:
         assert len({e["VMAGENT_REQUEST_ID"] for e in entries}) == len(entries)
     finally:
         s.close()
-        await runner.cleanup()
         await stopper.stop()
 
 
 async def test_idle_connections_up_to_the_limit_are_reaped(short_tmp: Path) -> None:
-    agent, runner, stopper = await start_agent(short_tmp, max_connections=4,
+    agent, _runner, stopper = await start_agent(short_tmp, max_connections=4,
                                                client_timeout_s=0.5)
     held: list[socket.socket] = []
     try:
@@ -259,7 +257,6 @@ async def test_idle_connections_up_to_the_limit_are_reaped(short_tmp: Path) -> N
     finally:
         for s in held:
             s.close()
-        await runner.cleanup()
         await stopper.stop()
 
 

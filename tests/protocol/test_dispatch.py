@@ -114,7 +114,7 @@ async def _start(tmp: Path, **server: Any) -> tuple[Agent, AgentRunner, Any]:
 
 
 async def test_idle_keep_alive_is_closed_after_the_client_timeout(short_tmp: Path) -> None:
-    agent, runner, stopper = await _start(short_tmp, client_timeout_s=0.5)
+    agent, _runner, stopper = await _start(short_tmp, client_timeout_s=0.5)
     try:
         def idle_after_one() -> float:
             with socket.socket(socket.AF_UNIX) as s:
@@ -128,12 +128,11 @@ async def test_idle_keep_alive_is_closed_after_the_client_timeout(short_tmp: Pat
         took = await asyncio.to_thread(idle_after_one)
         assert 0.3 < took < 2
     finally:
-        await runner.cleanup()
         await stopper.stop()
 
 
 async def test_a_busy_keep_alive_connection_outlives_the_client_timeout(short_tmp: Path) -> None:
-    agent, runner, stopper = await _start(short_tmp, client_timeout_s=0.5)
+    agent, _runner, stopper = await _start(short_tmp, client_timeout_s=0.5)
     try:
         started = time.monotonic()
         replies = await asyncio.to_thread(_keep_alive, agent.socket_path, ["/v1/version"] * 8,
@@ -141,12 +140,11 @@ async def test_a_busy_keep_alive_connection_outlives_the_client_timeout(short_tm
         assert time.monotonic() - started > 1.5  # three timeouts, on one connection
         assert [status for status, _h, _e in replies] == [200] * 8
     finally:
-        await runner.cleanup()
         await stopper.stop()
 
 
 async def test_a_request_running_longer_than_the_timeout_is_not_cut(short_tmp: Path) -> None:
-    agent, runner, stopper = await _start(short_tmp, client_timeout_s=0.3)
+    agent, _runner, stopper = await _start(short_tmp, client_timeout_s=0.3)
     reader, writer = await asyncio.open_unix_connection(agent.socket_path)
     try:
         await asyncio.sleep(0.05)
@@ -159,7 +157,6 @@ async def test_a_request_running_longer_than_the_timeout_is_not_cut(short_tmp: P
             assert await reader.read() == b""  # idle again: closed after the timeout
     finally:
         writer.close()
-        await runner.cleanup()
         await stopper.stop()
 
 
@@ -187,7 +184,6 @@ async def test_stop_drains_a_request_in_flight_and_closes_its_connection(
         rid = json.loads(body)["request_id"]
         writer.close()
     finally:
-        await runner.cleanup()
         await stopper.stop()
     (entry,) = _entries(agent, rid)
     assert entry["VMAGENT_COMMAND"] == "hold.set"

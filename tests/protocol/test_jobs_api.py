@@ -39,7 +39,6 @@ async def api(short_tmp: Path) -> AsyncIterator[tuple[Agent, Services, Path]]:
     yield agent, services, files
     assert services.jobs is not None
     await services.jobs.close(grace_s=0)
-    await runner.cleanup()
     await stopper.stop()
 
 

@@ -131,7 +131,7 @@ async def test_root_is_operator_and_audit_has_every_field(agent_server: Agent) -
 
 
 async def test_hold_set_get_clear_and_survives_restart(short_tmp: Path) -> None:
-    agent, runner, stopper = await start_agent(short_tmp)
+    agent, _runner, stopper = await start_agent(short_tmp)
     try:
         status, env = await request(agent, "PUT", "/v1/hold", b'{"reason": "migrating disks"}')
         assert status == 200 and env["data"]["active"] is True
@@ -139,9 +139,8 @@ async def test_hold_set_get_clear_and_survives_restart(short_tmp: Path) -> None:
         since = env["data"]["since"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", since)
     finally:
-        await runner.cleanup()
         await stopper.stop()
-    agent, runner, stopper = await start_agent(short_tmp)
+    agent, _runner, stopper = await start_agent(short_tmp)
     try:
         status, env = await request(agent, "GET", "/v1/hold")
         assert env["data"] == {"active": True, "reason": "migrating disks", "since": since,
@@ -152,7 +151,6 @@ async def test_hold_set_get_clear_and_survives_restart(short_tmp: Path) -> None:
         status, env = await request(agent, "GET", "/v1/hold")
         assert env["data"]["active"] is False
     finally:
-        await runner.cleanup()
         await stopper.stop()
 
 
@@ -204,7 +202,7 @@ async def test_client_request_id_is_echoed(agent_server: Agent) -> None:
 
 
 async def test_connection_limit_refuses_with_429(short_tmp: Path) -> None:
-    agent, runner, stopper = await start_agent(short_tmp, max_connections=2)
+    agent, _runner, stopper = await start_agent(short_tmp, max_connections=2)
     held = []
     try:
         for _ in range(2):
@@ -224,12 +222,11 @@ async def test_connection_limit_refuses_with_429(short_tmp: Path) -> None:
     finally:
         for s in held:
             s.close()
-        await runner.cleanup()
         await stopper.stop()
 
 
 async def test_slow_client_is_cut_off(short_tmp: Path) -> None:
-    agent, runner, stopper = await start_agent(short_tmp, client_timeout_s=0.5)
+    agent, _runner, stopper = await start_agent(short_tmp, client_timeout_s=0.5)
     try:
         def slow() -> float:
             with socket.socket(socket.AF_UNIX) as s:
@@ -242,7 +239,6 @@ async def test_slow_client_is_cut_off(short_tmp: Path) -> None:
         took = await asyncio.to_thread(slow)
         assert 0.3 < took < 3
     finally:
-        await runner.cleanup()
         await stopper.stop()
 
 
@@ -368,7 +364,7 @@ async def test_client_gone_mid_body_is_not_internal(agent_server: Agent,
 
 
 async def test_slow_body_is_a_bad_request_naming_the_body(short_tmp: Path) -> None:
-    agent, runner, stopper = await start_agent(short_tmp, client_timeout_s=0.5)
+    agent, _runner, stopper = await start_agent(short_tmp, client_timeout_s=0.5)
     try:
         data = b"PUT /v1/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{\"reason\":"
         raw = await asyncio.to_thread(_raw_bytes, agent.socket_path, data)
@@ -376,7 +372,6 @@ async def test_slow_body_is_a_bad_request_naming_the_body(short_tmp: Path) -> No
         assert raw.startswith(b"HTTP/1.1 400")
         assert env["error"]["details"]["field"] == "body"
     finally:
-        await runner.cleanup()
         await stopper.stop()
 
 
