@@ -5,7 +5,8 @@ fields, so an operator can ask ``journalctl -t vm-agent
 VMAGENT_COMMAND=containers.restart`` or ``VMAGENT_RESULT=forbidden``.
 Arguments are stored as JSON in ``VMAGENT_ARGS`` with secrets redacted.
 
-:meth:`Auditor.audit` never raises and never blocks: the journal socket is
+:meth:`Auditor.request` (a request entry, written at the next loop pass) and
+:meth:`Auditor.action` never raise and never block: the journal socket is
 non-blocking, a lost entry is counted and a warning is logged at most once a
 minute.  Without a journal socket each entry is one JSON line on stderr
 (see :mod:`agent.journal`).
@@ -194,7 +195,7 @@ def action_fields(event_name: str, message: str, priority: int,
 class Auditor:
     """Writes audit entries through a :class:`~agent.journal.JournalWriter`.
 
-    Neither :meth:`audit` nor :meth:`action` raises; failures are counted in
+    Neither :meth:`request` (with :meth:`flush`) nor :meth:`action` raises; failures are counted in
     ``failures`` and logged (warning, at most once per minute).
     """
 
@@ -204,13 +205,6 @@ class Auditor:
         self._last_warning = float("-inf")
         self._lock = threading.Lock()
         self._pending: list[AuditEvent] = []
-
-    def audit(self, event: AuditEvent) -> None:
-        """Record one request (allowed or refused)."""
-        try:
-            self._emit(event_fields(event))
-        except Exception as exc:  # an audit bug must not fail the request
-            self._note_failure(repr(exc))
 
     def request(self, event: AuditEvent) -> None:
         """Record one request right after the current event-loop step.

@@ -106,7 +106,7 @@ def _event(**overrides: object) -> AuditEvent:
 
 
 def test_audit_entry_has_every_field(journald: FakeJournald, writer: JournalWriter) -> None:
-    Auditor(writer).audit(_event())
+    Auditor(writer).request(_event())
     fields, via_memfd = journald.receive()
     assert not via_memfd
     assert {k: v.decode() for k, v in fields.items() if k != "VMAGENT_ARGS"} == {
@@ -126,7 +126,7 @@ def test_audit_entry_has_every_field(journald: FakeJournald, writer: JournalWrit
                                                   ("not_found", 4), ("internal", 3)])
 def test_priority_follows_result(journald: FakeJournald, writer: JournalWriter,
                                  result: str, priority: int) -> None:
-    Auditor(writer).audit(_event(result=result, peer_pid=None))
+    Auditor(writer).request(_event(result=result, peer_pid=None))
     fields, _ = journald.receive()
     assert fields["PRIORITY"] == str(priority).encode()
     assert fields["VMAGENT_RESULT"] == result.encode()
@@ -136,7 +136,7 @@ def test_priority_follows_result(journald: FakeJournald, writer: JournalWriter,
 def test_multiline_message_uses_binary_safe_form(journald: FakeJournald,
                                                  writer: JournalWriter) -> None:
     text = "restart refused\nprotected: caddy\n\x00binary=ok"
-    Auditor(writer).audit(_event(message=text))
+    Auditor(writer).request(_event(message=text))
     fields, _ = journald.receive()
     assert fields["MESSAGE"] == text.encode()
     encoded = encode_entry({"MESSAGE": text})
@@ -147,7 +147,7 @@ def test_entry_larger_than_a_datagram_goes_by_memfd(journald: FakeJournald,
                                                     writer: JournalWriter) -> None:
     sndbuf = writer._sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     big = "x" * (sndbuf + 4096)
-    Auditor(writer).audit(_event(args={"payload": big, "password": "pw"}))
+    Auditor(writer).request(_event(args={"payload": big, "password": "pw"}))
     fields, via_memfd = journald.receive()
     assert via_memfd
     assert writer.counts[Outcome.SENT_MEMFD] == 1
@@ -158,8 +158,8 @@ def test_entry_larger_than_a_datagram_goes_by_memfd(journald: FakeJournald,
 def test_no_journal_socket_gives_json_line(tmp_path: Path) -> None:
     stream = io.StringIO()
     auditor = Auditor(JournalWriter(str(tmp_path / "absent.sock"), stream=stream))
-    auditor.audit(_event(result="forbidden", role="viewer"))
-    auditor.audit(_event(command="health", message="two\nlines"))
+    auditor.request(_event(result="forbidden", role="viewer"))
+    auditor.request(_event(command="health", message="two\nlines"))
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
@@ -176,7 +176,7 @@ def test_full_journal_neither_blocks_nor_raises(journald: FakeJournald, writer: 
 
     def flood() -> None:
         for i in range(500):   # nobody reads: the queue (net.unix.max_dgram_qlen) fills
-            auditor.audit(_event(request_id=f"r-{i}"))
+            auditor.request(_event(request_id=f"r-{i}"))
 
     flooder = threading.Thread(target=flood, daemon=True)
     with caplog.at_level(logging.WARNING, logger="vm-agent"):
@@ -193,7 +193,7 @@ def test_full_journal_neither_blocks_nor_raises(journald: FakeJournald, writer: 
 def test_audit_survives_a_closed_writer(writer: JournalWriter) -> None:
     auditor = Auditor(writer)
     writer.close()
-    auditor.audit(_event())
+    auditor.request(_event())
     auditor.action("container.restart", name="web")
     assert auditor.failures == 2
 
