@@ -66,10 +66,6 @@ class Inventory:
         fresh = await self.inspect_raw(str(i["Id"]) for i in listed if i["Id"] not in known)
         return sorted(await self._models([*fresh, *cached]), key=lambda c: c.name)
 
-    async def unhealthy_ids(self) -> list[str]:
-        """Ids of running containers Docker reports unhealthy (one list call)."""
-        return [str(item["Id"]) for item in await self.unhealthy_listed()]
-
     async def unhealthy_listed(self) -> list[dict[str, Any]]:
         """The list entries (``Id``, ``Names``, ``State``, ``Status``, ``Labels`` ...) of
         running containers Docker reports unhealthy (one list call)."""

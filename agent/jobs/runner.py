@@ -171,7 +171,8 @@ class JobRunner:
         try:
             status, reason = await self._steps(job, ctx)
             after = await self._disks(ctx)
-            pruned = await asyncio.to_thread(self._close, ctx, status, reason, after)
+            await asyncio.to_thread(self._close, ctx, status, reason, after)
+            pruned = True
         except asyncio.CancelledError:
             self._finish_quietly(ctx.run_id, INTERRUPTED)
             raise
@@ -186,12 +187,11 @@ class JobRunner:
             self._after(ctx, status, reason)
 
     def _close(self, ctx: JobContext, status: str, reason: str | None,
-               after: tuple[DiskSample, ...]) -> bool:
+               after: tuple[DiskSample, ...]) -> None:
         """Finish the record and prune the job's old ones, in one worker-thread hop (SQLite
-        writes are off the event loop); True (pruned).  Raises what ``finish`` raises."""
+        writes are off the event loop).  Raises what ``finish`` raises."""
         self.records.finish(ctx.run_id, status=status, reason=reason, disk_after=after)
         self._prune(ctx.job)
-        return True
 
     async def _steps(self, job: Job, ctx: JobContext) -> tuple[str, str | None]:
         before = await self._disks(ctx)
