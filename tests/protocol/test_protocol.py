@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -297,10 +298,23 @@ async def test_openapi_is_the_registry(agent_server: Agent) -> None:
     assert hold_body["additionalProperties"] is False
 
 
+def protocol_md() -> Path:
+    """shared/PROTOCOL.md beside the checkout (as CI lays it) or, for a local clone
+    (``git clone . /tmp/fresh``), beside the repository it was cloned from."""
+    repo = Path(__file__).resolve().parents[2]
+    places = [repo.parent / "shared" / "PROTOCOL.md"]
+    origin = subprocess.run(["git", "-C", str(repo), "config", "remote.origin.url"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    if origin.startswith("/"):
+        places.append(Path(origin).resolve().parent / "shared" / "PROTOCOL.md")
+    found = [p for p in places if p.exists()]
+    assert found, f"the contract shared/PROTOCOL.md is in none of {[str(p) for p in places]}"
+    return found[0]
+
+
 def protocol_md_commands() -> dict[tuple[str, str], str]:
     """(METHOD, /path) -> role from the command table of shared/PROTOCOL.md."""
-    path = Path(__file__).resolve().parents[2].parent / "shared" / "PROTOCOL.md"
-    assert path.exists(), f"the contract {path} must sit beside the checkout (as CI lays it)"
+    path = protocol_md()
     rows = {}
     for line in path.read_text().splitlines():
         line = line.replace("\\|", "/")
