@@ -19,9 +19,9 @@ from agent.containers.cgroupio import (
     parse_service_bytes,
     read_counter,
 )
-from agent.containers.iorate import (
+from agent.containers.iorate import IoSampler
+from agent.containers.iowrite import (
     IoRate,
-    IoSampler,
     Reading,
     RunningContainer,
     io_level,
