@@ -13,7 +13,9 @@ data behind ``docker system df -v``): a plan's estimate is
 
 Freed bytes: ``SpaceReclaimed`` of ``POST /build/prune`` and ``POST
 /images/prune``; for aged images, removed one by one (no prune filter can
-express keep patterns), the drop of ``LayersSize`` in ``GET /system/df``.
+express keep patterns), the drop of ``LayersSize`` in ``GET /system/df``
+(when Docker fails midway: the removed images' ``Size - SharedSize``).
+A tag is removed only while it still names the planned image.
 
 Never: volumes, containers, ``docker system prune``, ``force`` removal.
 Blocking SDK calls run through :meth:`DockerEngine.call` (worker thread,
@@ -23,10 +25,13 @@ timeout ``cleanup.docker_timeout_s``).
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from agent.errors import AgentError
 from agent.jobs.base import Step, StepResult
 
 if TYPE_CHECKING:
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
 
 UNTIL_NOTE = "Docker's 'until' counts from the image's creation, not its last use"
 NONE_TAG = "<none>:<none>"
+#: The longest ``until`` Docker parses (Go ``time.Duration``: 2^63-1 ns), seconds.
+GO_DURATION_MAX_S = (2**63 - 1) // 10**9
 
 
 def mb(n: int) -> str:
@@ -136,7 +143,8 @@ async def plan_build_cache(engine: DockerEngine, name: str, *, age_s: float, pru
 
 async def run_build_cache(engine: DockerEngine, step: Step) -> StepResult:
     """``POST /build/prune`` (``all`` or ``until=<age>s``); freed = SpaceReclaimed."""
-    filters: Any = {} if step.args["prune_all"] else {"until": f"{int(step.args['age_s'])}s"}
+    age = min(int(step.args["age_s"]), GO_DURATION_MAX_S)  # Go's time.Duration limit
+    filters: Any = {} if step.args["prune_all"] else {"until": f"{age}s"}
     out = await engine.call(lambda c: c.api.prune_builds(
         filters=filters, all=bool(step.args["prune_all"])))
     deleted = out.get("CachesDeleted") or []
@@ -181,34 +189,103 @@ async def plan_aged(engine: DockerEngine, name: str, *, days: float, now: float,
 async def run_aged(engine: DockerEngine, step: Step) -> StepResult:
     """Untag each planned image (never forced); freed = drop of ``LayersSize``.
 
-    An image a container started using since the plan is left alone.
+    A tag is removed only while it still names the planned image (a tag moved
+    to a newer image since the plan is left alone), a tag already gone is no
+    error, and an image a container started using since the plan is left
+    alone.  When Docker fails midway the step stops and says which images and
+    tags went before it (freed then estimated from the ``system df`` before).
     """
     before, used = await snapshot(engine)
-    results = [await _remove_image(engine, image_id, names)
-               for image_id, names in step.args["images"] if image_id not in used]
-    after, _ = await snapshot(engine)
-    freed = max(int(before.get("LayersSize") or 0) - int(after.get("LayersSize") or 0), 0)
-    errors = [r for r in results if r.startswith("error")]
-    removed = [r for r in results if not r.startswith("error")]
-    return StepResult(step.name, "failed" if errors else "ok", freed,
-                      detail=f"removed {len(removed)} images ({UNTIL_NOTE}), {mb(freed)}: "
-                      f"{', '.join(removed) or 'none'}",
-                      error="; ".join(errors) or None)
-
-
-async def _remove_image(engine: DockerEngine, image_id: str, names: Sequence[str]) -> str:
-    """Remove every tag of one image (the last removal deletes it); a short outcome."""
-    from docker.errors import APIError
-
-    def remove(client: DockerClient) -> str:
+    done: list[Removal] = []
+    failure = None
+    for image_id, names in step.args["images"]:
+        done.append(removal := Removal(image_id, tuple(names)))
+        if image_id in used:
+            removal.note = "now used by a container"
+            continue
         try:
-            for name in names:
-                client.api.remove_image(name, force=False, noprune=False)
-        except APIError as exc:
-            return f"error {names[0] if names else _short(image_id)}: {exc.explanation or exc}"
-        return names[0] if names else _short(image_id)
+            await engine.call(functools.partial(_untag, removal=removal))
+        except AgentError as exc:  # Docker down or silent: stop here, report what went
+            failure = removal.error = f"Docker failed ({exc.code}: {exc.message})"
+            break
+    freed, how = await _freed(engine, before, done, broken=failure is not None)
+    errors = [r.describe() for r in done if r.error]
+    return StepResult(step.name, "failed" if errors else "ok", freed,
+                      detail=f"removed {sum(r.gone for r in done)} images ({UNTIL_NOTE}), "
+                      f"{mb(freed)}{how}: {_outcomes(done)}", error="; ".join(errors) or None)
 
-    return await engine.call(remove)
+
+@dataclass
+class Removal:
+    """What removing one planned image did; filled in as it goes, so a failure midway
+    still tells which tags went (``untagged``), which had moved to another image
+    (``moved``), and whether the image is ``gone``."""
+
+    image_id: str
+    names: tuple[str, ...]
+    untagged: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
+    gone: bool = False
+    note: str = ""
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.names[0] if self.names else _short(self.image_id)
+
+    def describe(self) -> str:
+        """One line: ``vmt/a:1``, ``vmt/a:1 left (tag moved: vmt/a:1)``, ``error ...``."""
+        parts = [f"untagged {', '.join(self.untagged)}"] if self.untagged and not self.gone else []
+        parts += [f"tag now names another image: {', '.join(self.moved)}"] if self.moved else []
+        parts += [self.note] if self.note else []
+        said = "; ".join(parts)
+        if self.error:
+            return f"error {self.label}: {self.error}" + (f" ({said})" if said else "")
+        return self.label if self.gone else f"{self.label} left ({said or 'still there'})"
+
+
+def _untag(client: DockerClient, removal: Removal) -> None:
+    """Remove each tag that still names ``removal.image_id`` (the last one deletes it)."""
+    from docker.errors import APIError, NotFound
+
+    for name in removal.names:
+        try:
+            if _image_id(client, name) != removal.image_id:
+                removal.moved.append(name)
+                continue
+            client.api.remove_image(name, force=False, noprune=False)
+            removal.untagged.append(name)
+        except NotFound:
+            continue  # removed since the plan: nothing left to do for this tag
+        except APIError as exc:
+            removal.error = str(exc.explanation or exc)
+            return
+    try:
+        _image_id(client, removal.image_id)
+    except NotFound:
+        removal.gone = True
+
+
+def _image_id(client: DockerClient, ref: str) -> str:
+    """The id ``ref`` (a ``repo:tag`` or an id) names now (``GET /images/{ref}/json``)."""
+    found: dict[str, Any] = client.api.inspect_image(ref)  # type: ignore[no-untyped-call]
+    return str(found["Id"])
+
+
+async def _freed(engine: DockerEngine, before: Mapping[str, Any], done: Sequence[Removal], *,
+                 broken: bool) -> tuple[int, str]:
+    """Bytes freed: the drop of ``LayersSize``; when Docker broke, the removed images'
+    ``Size - SharedSize`` from ``before`` (and a note saying so)."""
+    if broken:
+        sizes = {i["Id"]: unique_size(i) for i in before.get("Images") or ()}
+        return (sum(sizes.get(r.image_id, 0) for r in done if r.gone),
+                " (estimated from docker system df before the run: Docker failed)")
+    after, _ = await snapshot(engine)
+    return max(int(before.get("LayersSize") or 0) - int(after.get("LayersSize") or 0), 0), ""
+
+
+def _outcomes(done: Sequence[Removal]) -> str:
+    return ", ".join(r.describe() for r in done if not r.error) or "none"
 
 
 def _short(image_id: str) -> str:
