@@ -172,8 +172,8 @@ class Dispatcher:
                 rid, round((done - started) * 1000, 3), out.args))
             if conn is not None:
                 conn.request_done(done)
-        if st.inflight.draining:
-            resp.force_close()  # stopping: no further request on this connection
+        if st.inflight.draining or (conn is not None and conn.last_request()):
+            resp.force_close()  # stopping, or the client sends no more: close after this
         return resp
 
     async def _run(self, request: web.BaseRequest, conn: GuardedConnection | None,

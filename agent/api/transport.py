@@ -148,6 +148,12 @@ class GuardedConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()
 
+    def last_request(self) -> bool:
+        """True when the client has shut down its sending side and no further request of
+        it is queued: the reply being made is its last, and the connection closes after it."""
+        inner = self.inner
+        return isinstance(inner, _AgentRequestHandler) and inner.client_done and not inner.queued()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm()
         if self._transport is not None:
@@ -209,12 +215,38 @@ class _AgentRequestHandler(web.RequestHandler):
     and audits it (:meth:`agent.api.server.Dispatcher.malformed`).
     """
 
-    __slots__ = ("_on_malformed",)
+    __slots__ = ("_on_malformed", "client_done")
 
     def __init__(self, manager: web.Server, on_malformed: MalformedHandler,
                  **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._on_malformed = on_malformed
+        self.client_done = False
+
+    def eof_received(self) -> bool:  # type: ignore[override]
+        """The client shut down its sending side (``socat`` and ``nc -N`` do once their
+        input ends).  The requests it sent whole are still answered, the last one with
+        ``Connection: close``; with none pending, or one cut short, the connection closes
+        now, as asyncio does by default (a request cut short ends ``client_disconnected``).
+
+        Decided on the next loop pass, when a request parsed just before has started.
+        """
+        self.client_done = True
+        self._loop.call_soon(self._close_unless_answering)
+        return True  # keep the transport open for writing
+
+    def queued(self) -> bool:
+        """True when a parsed request waits for its turn on this connection."""
+        return bool(getattr(self, "_messages", None))
+
+    def _close_unless_answering(self) -> None:
+        if self.transport is None:
+            return
+        request = getattr(self, "_current_request", None)
+        whole = request is None or request.content.is_eof()  # None: its reply is being sent
+        if self.queued() or (getattr(self, "_request_in_progress", False) and whole):
+            return
+        self.transport.close()
 
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
