@@ -295,7 +295,8 @@ class CleanupConfig:
 
     modes: CleanupModes = _sub(CleanupModes, "steps per mode (standard, weekly, monthly)")
     build_cache_age_s: float = _f(7 * 86400.0, "docker_build_cache: builder cache unused for "
-                                  "longer than this many seconds (BuildKit's 'until' filter)",
+                                  "longer than this many seconds (BuildKit's 'until' filter; above "
+                                  "9223372036, Docker's longest duration, that maximum)",
                                   min=0)
     build_cache_all_in: tuple[str, ...] = _f(("monthly",), "modes in which docker_build_cache "
                                              "removes all unused build cache, whatever its age",

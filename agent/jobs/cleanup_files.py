@@ -181,10 +181,19 @@ def parse_apt_freed(output: str) -> int:
 
 @dataclass(frozen=True)
 class OldFile:
-    """A file a retention rule selects: ``rel`` path under the root, ``freed`` bytes."""
+    """A file a retention rule selects: ``rel`` path under the root, ``freed`` bytes,
+    ``inode`` ``(st_dev, st_ino)`` (the same file seen by two rules is one file)."""
 
     rel: str
     freed: int
+    inode: tuple[int, int] = (0, 0)
+
+
+def shown(rel: str) -> str:
+    """``rel`` fit for a record, the journal and JSON: bytes that are not UTF-8 (kept by
+    ``os`` as lone surrogates) as ``\\xff``, control characters as ``\\n``/``\\x1b``."""
+    text = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def old_files(root: str, globs: Sequence[str], cutoff: float) -> Iterator[tuple[int, str, OldFile]]:
@@ -212,17 +221,21 @@ def _old(dirfd: int, name: str, rel: str, globs: Sequence[str], cutoff: float) -
         return None
     if not any(fnmatch.fnmatchcase(rel, g) for g in globs):
         return None
-    return OldFile(rel, allocated(st))
+    return OldFile(rel, allocated(st), (st.st_dev, st.st_ino))
 
 
 def delete_old(root: str, globs: Sequence[str], cutoff: float) -> tuple[list[OldFile], list[str]]:
     """Delete what :func:`old_files` selects; ``(deleted, errors)``.  Each file is
-    re-checked and unlinked relative to its directory's fd (no path re-resolution)."""
+    re-checked and unlinked relative to its directory's fd (no path re-resolution).
+    A file gone before its unlink (removed by someone else) is neither; an error names
+    the file as :func:`shown` writes it."""
     deleted, errors = [], []
     for dirfd, name, found in old_files(root, globs, cutoff):
         try:
             os.unlink(name, dir_fd=dirfd)
             deleted.append(found)
+        except FileNotFoundError:
+            continue
         except OSError as exc:
-            errors.append(f"{found.rel}: {exc.strerror}")
+            errors.append(f"{shown(found.rel)}: {exc.strerror}")
     return deleted, errors

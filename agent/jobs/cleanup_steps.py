@@ -162,19 +162,29 @@ def _rules(cfg: CleanupConfig, now: float) -> list[dict[str, Any]]:
 
 
 def _scan(rules: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
-    count = size = 0
+    """``(files, bytes, unusable roots)``; a file two rules select counts once, as the
+    real run deletes it once."""
+    seen: set[tuple[int, int]] = set()
     missing = []
+    size = 0
     for rule in rules:
         if not _is_dir(rule["root"]):
-            missing.append(rule["root"])
+            missing.append(_why_not(rule["root"]))
             continue
         for _fd, _name, found in files.old_files(rule["root"], rule["globs"], rule["cutoff"]):
-            count, size = count + 1, size + found.freed
-    return count, size, missing
+            if found.inode not in seen:
+                seen.add(found.inode)
+                size += found.freed
+    return len(seen), size, missing
 
 
 def _is_dir(path: str) -> bool:
-    return os.path.isdir(path)
+    """A real folder: a symbolic link is not followed, not even as a rule's root."""
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _why_not(root: str) -> str:
+    return f"{root} (a symbolic link, not followed)" if os.path.islink(root) else root
 
 
 async def plan_paths(cfg: CleanupConfig, name: str, *, now: float) -> Step:
@@ -184,7 +194,7 @@ async def plan_paths(cfg: CleanupConfig, name: str, *, now: float) -> Step:
     rules = _rules(cfg, now)
     count, size, missing = await asyncio.to_thread(_scan, rules)
     if len(missing) == len(rules):
-        raise Skip(f"no rule root exists: {', '.join(missing)}")
+        raise Skip(f"no rule root is a folder: {', '.join(missing)}")
     note = f" (missing roots: {', '.join(missing)})" if missing else ""
     return Step(name, name, f"{count} files older than their rule's age, {mb(size)}{note}",
                 size, {"rules": tuple(rules)})
