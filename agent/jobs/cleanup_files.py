@@ -24,6 +24,7 @@ import functools
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,13 +225,17 @@ def _old(dirfd: int, name: str, rel: str, globs: Sequence[str], cutoff: float) -
     return OldFile(rel, allocated(st), (st.st_dev, st.st_ino))
 
 
-def delete_old(root: str, globs: Sequence[str], cutoff: float) -> tuple[list[OldFile], list[str]]:
+def delete_old(root: str, globs: Sequence[str], cutoff: float, *,
+               stop: threading.Event | None = None) -> tuple[list[OldFile], list[str]]:
     """Delete what :func:`old_files` selects; ``(deleted, errors)``.  Each file is
     re-checked and unlinked relative to its directory's fd (no path re-resolution).
     A file gone before its unlink (removed by someone else) is neither; an error names
-    the file as :func:`shown` writes it."""
+    the file as :func:`shown` writes it.  Once ``stop`` is set (the step timed out or
+    was cancelled while this runs in a worker thread) no further file is deleted."""
     deleted, errors = [], []
     for dirfd, name, found in old_files(root, globs, cutoff):
+        if stop is not None and stop.is_set():
+            break
         try:
             os.unlink(name, dir_fd=dirfd)
             deleted.append(found)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import threading
 import time
 from typing import Any
 
@@ -201,14 +202,22 @@ async def plan_paths(cfg: CleanupConfig, name: str, *, now: float) -> Step:
 
 
 async def run_paths(step: Step) -> StepResult:
-    """Delete the selected files (re-checked at deletion); freed = their allocated bytes."""
+    """Delete the selected files (re-checked at deletion); freed = their allocated bytes.
+
+    Cancelled (``jobs.step_timeout_s``, a stop), it deletes nothing more: the worker
+    thread stops before its next file."""
     deleted: list[files.OldFile] = []
     errors: list[str] = []
-    for rule in step.args["rules"]:
-        if _is_dir(rule["root"]):
-            d, e = await asyncio.to_thread(files.delete_old, rule["root"], rule["globs"],
-                                           rule["cutoff"])
-            deleted, errors = deleted + d, errors + e
+    stop = threading.Event()
+    try:
+        for rule in step.args["rules"]:
+            if _is_dir(rule["root"]):
+                d, e = await asyncio.to_thread(files.delete_old, rule["root"], rule["globs"],
+                                               rule["cutoff"], stop=stop)
+                deleted, errors = deleted + d, errors + e
+    except asyncio.CancelledError:
+        stop.set()  # a step timeout or a stop: the worker thread deletes no further file
+        raise
     freed = sum(f.freed for f in deleted)
     return StepResult(step.name, "failed" if errors else "ok", freed,
                       detail=f"deleted {len(deleted)} files, {mb(freed)}",
