@@ -77,11 +77,14 @@ async def inspect(git: Git, *, remote: str, branch: str) -> Inspection:
 
     Broken, in this order: not a folder, not the top of a work tree (or one
     owned by another user, which git refuses: ``safe.directory``), an
-    operation other than a rebase in progress, a leftover ``index.lock``,
-    detached HEAD or another branch checked out, no such remote, no commit on
-    ``branch``, a dirty work tree (tracked files changed; untracked files are
-    ignored).  A rebase in progress is reported as ``rebasing`` (the job
-    aborts it), not as broken.
+    operation other than a rebase in progress, a leftover ``index.lock`` or
+    ref lock (``HEAD.lock``, ``refs/heads/<branch>.lock``,
+    ``refs/remotes/<remote>/<branch>.lock``), detached HEAD or another branch
+    checked out, no such remote, no commit on ``branch``, a dirty work tree
+    (tracked files changed; untracked files are ignored).  A rebase in
+    progress is reported as ``rebasing`` (the job aborts it), not as broken,
+    unless tracked files are changed: then ``broken`` says so (and
+    ``rebasing`` is still true).
     """
     if not await asyncio.to_thread(os.path.isdir, git.path):
         return Inspection("not a folder", repo=False)
@@ -95,23 +98,40 @@ async def inspect(git: Git, *, remote: str, branch: str) -> Inspection:
                           repo=False)
     git_dir = Path(await git.out("rev-parse", "--absolute-git-dir"))
     if await asyncio.to_thread(_rebasing, git_dir):
-        return Inspection(None, rebasing=True)
-    problem = await asyncio.to_thread(_git_dir_problem, git_dir)
+        return Inspection(await _stopped_rebase_problem(git), rebasing=True)
+    common = Path(git.path) / await git.out("rev-parse", "--git-common-dir")  # may be relative
+    problem = await asyncio.to_thread(_git_dir_problem, git_dir, common, remote, branch)
     return Inspection(problem or await _head_problem(git, branch)
                       or await _remote_problem(git, remote) or await _dirty(git))
 
 
-def _git_dir_problem(git_dir: Path) -> str | None:
-    """An operation half done, or a leftover ``index.lock`` (blocking: file checks)."""
+async def _stopped_rebase_problem(git: Git) -> str | None:
+    """Why a rebase in progress must not be aborted: ``rebase --abort`` resets the work
+    tree, so tracked changes (a conflict being resolved by hand) would be lost."""
+    changed = await _changed(git)
+    return (f"a rebase is stopped with uncommitted changes ({changed} tracked files "
+            "changed): not aborted, that would discard them; finish it (git rebase "
+            "--continue) or abort it by hand") if changed else None
+
+
+def _git_dir_problem(git_dir: Path, common: Path, remote: str, branch: str) -> str | None:
+    """An operation half done, or a leftover lock: ``index.lock``, or the ``.lock`` of a ref
+    the job updates (``HEAD``, the branch, its remote-tracking ref), which git would fail
+    on only after changing the index and work tree (blocking: file checks)."""
     for name, what in _IN_PROGRESS.items():
         if (git_dir / name).exists():
             return f"{what} is in progress ({name})"
     if (git_dir / "rebase-apply").is_dir():
         return "git am is in progress (rebase-apply/applying)"
-    lock = git_dir / "index.lock"
-    if lock.exists():
-        age = time.time() - lock.stat().st_mtime
-        return f"index.lock is present ({age:.0f} s old): another git runs, or one crashed"
+    locks = [(git_dir, "index.lock"), (git_dir, "HEAD.lock"),
+             (common, f"refs/heads/{branch}.lock"),
+             (common, f"refs/remotes/{remote}/{branch}.lock")]
+    for folder, name in locks:
+        try:
+            age = time.time() - (folder / name).lstat().st_mtime
+        except OSError:
+            continue
+        return f"{name} is present ({age:.0f} s old): another git runs, or one crashed"
     return None
 
 
@@ -133,9 +153,14 @@ async def _remote_problem(git: Git, remote: str) -> str | None:
 
 
 async def _dirty(git: Git) -> str | None:
+    changed = await _changed(git)
+    return f"dirty work tree: {changed} tracked files changed" if changed else None
+
+
+async def _changed(git: Git) -> int:
+    """How many tracked files are changed, staged or unmerged (``git status``)."""
     status = await git.out("status", "--porcelain=v1", "--untracked-files=no")
-    changed = [line for line in status.splitlines() if line.strip()]
-    return f"dirty work tree: {len(changed)} tracked files changed" if changed else None
+    return len([line for line in status.splitlines() if line.strip()])
 
 
 def _rebasing(git_dir: Path) -> bool:

@@ -4,10 +4,14 @@ One step per repo of ``backup_repair.repos`` (``path``, ``remote``,
 ``branch``, ``push``).  :meth:`BackupRepairJob.plan` only reads
 (:func:`agent.gitrepo.inspect`); :meth:`BackupRepairJob.execute` acts:
 
-1. a rebase left half done (an earlier crash) is aborted first;
+1. a rebase left half done (an earlier crash) is aborted first, after a
+   safety ref at its detached HEAD when that commit is not on the branch
+   (commits made while it was stopped); one with tracked files changed (a
+   conflict being resolved by hand) is broken instead: aborting would
+   discard them;
 2. broken (not a repo, no such remote, detached HEAD, another branch, a
-   merge in progress, a leftover ``index.lock``, a dirty work tree): nothing
-   is done, the step fails, alert ``backup.failed``;
+   merge in progress, a leftover ``index.lock`` or ref lock, a dirty work
+   tree): nothing is done, the step fails, alert ``backup.failed``;
 3. fetch ``+refs/heads/B:refs/remotes/R/B``; a fetch that fails changes
    nothing: ``upstream_unavailable``, also when it times out
    (``git_timeout_s``: a hung remote); no such branch on the remote: broken;
@@ -22,9 +26,15 @@ One step per repo of ``backup_repair.repos`` (``path``, ``remote``,
    (``git cherry``: e.g. after a force-push) ``git reset --hard`` to the
    remote branch, else ``git rebase`` onto it (then pushed like ``ahead``);
    a conflicting rebase is aborted (``git rebase --abort``: the repo is left
-   as it was) and alerted ``backup.conflict`` (another rebase failure gives
-   git's reason); a failed push keeps git's reason lines
-   (:func:`agent.gitrepo.reason`).
+   as it was) and alerted ``backup.conflict`` (another rebase failure, or one
+   killed at ``git_timeout_s``, is aborted too and gives its reason); a
+   failed push keeps git's reason lines (:func:`agent.gitrepo.reason`), a
+   push that times out is ``upstream_unavailable``.
+
+The git actions themselves (fetch, changes after a hold check, safety refs,
+push, the step's detail and alerts) are :class:`Repair`, in
+:mod:`agent.jobs.backup_repair_steps`; this module decides which a state calls
+for.
 
 Before any rebase or reset, a safety ref ``refs/vm-agent/backup/<UTC time>``
 keeps the old tip reachable (none is added when one already points at it).
@@ -42,23 +52,20 @@ kind (the notifier announces the recovery).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from agent import gitrepo
 from agent.config import BackupRepo
 from agent.errors import AgentError, Locked
 from agent.gitrepo import Git, divergence, inspect, missing_by_patch, short
-from agent.jobs.base import JobContext, Step, StepResult, StepStatus
-from agent.notify.events import AlertEvent, AlertLevel
+from agent.jobs.backup_repair_steps import ALERT_KINDS, SAFETY_PREFIX, Repair
+from agent.jobs.base import JobContext, Step, StepResult
 from agent.runner import CommandError
 
-SAFETY_PREFIX = "refs/vm-agent/backup/"
+__all__ = ["ALERT_KINDS", "SAFETY_PREFIX", "STATES", "BackupRepairJob", "Repair", "repair"]
+
 STATES = ("up_to_date", "behind", "ahead", "diverged", "broken", "upstream_unavailable")
-ALERT_KINDS = ("backup.failed", "backup.conflict")
 
 
 class BackupRepairJob:
@@ -78,186 +85,47 @@ class BackupRepairJob:
         """Repair one repo (or, with ``dry_run``, say what would be done: ``planned``)."""
         repo = BackupRepo(**step.args)
         git = Git(repo.path, ctx.config.backup_repair.git_timeout_s)
-        repair = Repair(ctx, git, repo, step.name, dry_run=dry_run)
+        fix = Repair(ctx, git, repo, step.name, dry_run=dry_run)
         try:
-            return await repair.run()
+            return await repair(fix)
         except Locked:
             raise
         except AgentError as exc:
-            return await repair.fail("broken", f"{exc.code}: {exc.message}")
+            return await fix.fail("broken", f"{exc.code}: {exc.message}")
 
 
 async def _plan_one(repo: BackupRepo, timeout_s: float) -> Step:
     args = {"path": repo.path, "remote": repo.remote, "branch": repo.branch, "push": repo.push}
     try:
         found = await inspect(Git(repo.path, timeout_s), remote=repo.remote, branch=repo.branch)
-        local = ("leftover rebase" if found.rebasing else
-                 f"broken: {found.broken}" if found.broken else "clean")
+        local = (f"broken: {found.broken}" if found.broken else
+                 "leftover rebase" if found.rebasing else "clean")
     except AgentError as exc:
         local = f"not inspected: {exc.message}"
     return Step(f"repo:{repo.path}", "repo", f"{repo.path} ({repo.remote}/{repo.branch}, "
                 f"push {'on' if repo.push else 'off'}): {local}", None, args)
 
 
-@dataclass
-class Repair:
-    """The repair of one repo; collects the state and the actions for the step's detail."""
-
-    ctx: JobContext
-    git: Git
-    repo: BackupRepo
-    step: str
-    dry_run: bool
-    state: str = "unknown"
-    before: str | None = None
-    actions: list[str] = field(default_factory=list)
-
-    @property
-    def upstream(self) -> str:
-        return f"refs/remotes/{self.repo.remote}/{self.repo.branch}"
-
-    async def run(self) -> StepResult:
-        found = await inspect(self.git, remote=self.repo.remote, branch=self.repo.branch)
-        self.before = await self.tip() if found.repo else None
-        if found.rebasing:
-            if self.dry_run:
-                return await self.done("would abort the leftover rebase, then repair")
-            await self.change("rebase --abort (leftover)", "rebase", "--abort")
-            found = await inspect(self.git, remote=self.repo.remote, branch=self.repo.branch)
-        if found.broken:
-            return await self.fail("broken", found.broken)
-        upstream = await self.remote_commit()
-        if isinstance(upstream, StepResult):
-            return upstream
-        ahead, behind = await divergence(self.git, upstream)
-        self.state = _classify(ahead, behind)
-        if self.state in ("behind", "diverged") and (blocked := await self.blockers(upstream)):
-            return blocked
-        return await _HANDLERS[self.state](self, upstream, ahead, behind)
-
-    async def blockers(self, upstream: str) -> StepResult | None:
-        """Refuse (broken) when untracked or ignored files would be overwritten."""
-        paths = await gitrepo.untracked_in_way(self.git, upstream)
-        if not paths:
-            return None
-        shown = ", ".join(paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
-        return await self.fail("broken", f"untracked working tree files would be overwritten "
-                               f"by {self.repo.remote}/{self.repo.branch}: {shown}; "
-                               "move them away, nothing was changed")
-
-    async def tip(self) -> str | None:
-        """The configured branch's commit (None: no such branch, or not a repo)."""
-        if self.state == "broken" and self.before is None:
-            return None
-        return await self.git.commit(f"refs/heads/{self.repo.branch}")
-
-    async def remote_commit(self) -> str | StepResult:
-        """Fetch (a dry-run: ls-remote) and return the remote branch's commit, or the
-        step's result when there is none (``upstream_unavailable``, no such branch)."""
-        if self.dry_run:
-            return await self._ls_remote()
-        try:
-            done = await self.git.try_run("fetch", "--no-tags", "--quiet", self.repo.remote,
-                                          f"+refs/heads/{self.repo.branch}:{self.upstream}")
-        except CommandError as exc:
-            return await self._timed_out(exc)
-        if done.returncode != 0:
-            return await self._unreachable(done.stderr)
-        self.actions.append("fetch")
-        return self.upstream
-
-    async def _ls_remote(self) -> str | StepResult:
-        try:
-            done = await self.git.try_run("ls-remote", "--heads", self.repo.remote,
-                                          f"refs/heads/{self.repo.branch}")
-        except CommandError as exc:
-            return await self._timed_out(exc)
-        if done.returncode != 0 or not done.stdout.strip():
-            return await self._unreachable(done.stderr if done.returncode else
-                                           "couldn't find remote ref")
-        commit = done.stdout.split()[0]
-        if await self.git.commit(commit) is None:  # not fetched yet: behind at least
-            self.state = "behind"
-            return await self.done(f"the remote has commits not fetched yet "
-                                   f"({short(commit)}); a real run fetches and repairs")
-        return commit
-
-    async def _timed_out(self, exc: CommandError) -> StepResult:
-        """A fetch/ls-remote killed at the timeout (a hung remote): ``upstream_unavailable``."""
-        if "timeout_s" not in exc.details:
-            raise exc
-        return await self.fail("upstream_unavailable", f"fetch from {self.repo.remote} timed "
-                               f"out after {exc.details['timeout_s']:g} s")
-
-    async def _unreachable(self, stderr: str) -> StepResult:
-        tail = gitrepo.reason(stderr)
-        if "couldn't find remote ref" in stderr:
-            return await self.fail("broken", f"no branch {self.repo.branch} on remote "
-                                   f"{self.repo.remote}")
-        return await self.fail("upstream_unavailable", f"fetch from {self.repo.remote} "
-                               f"failed: {tail}")
-
-    async def change(self, label: str, *args: str, env: dict[str, str] | None = None) -> None:
-        """One changing git command, after a fresh hold check (raises Locked)."""
-        self.ctx.check_hold(f"backup-repair {label} in {self.repo.path}")
-        await self.git.run(*args, env=env)
-        self.actions.append(label)
-        self.ctx.action("backup.git", message=f"backup-repair {self.repo.path}: {label}",
-                        repo=self.repo.path, git=label, before=self.before or "")
-
-    async def safety_ref(self) -> str:
-        """Create ``refs/vm-agent/backup/<UTC time>`` at the branch tip (create-only),
-        unless one already points at that commit (then that one is named and returned)."""
-        tip = self.before or await self.git.out("rev-parse", "HEAD")
-        found = await self.git.out("for-each-ref", "--points-at", tip, "--count=1",
-                                   "--format=%(refname)", SAFETY_PREFIX)
-        if found:
-            self.actions.append(f"safety ref {found} already covers {short(tip)}")
-            return found
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        for n in range(100):
-            ref = SAFETY_PREFIX + stamp + (f"-{n}" if n else "")
-            if await self.git.commit(ref) is None:
-                await self.git.run("update-ref", ref, tip, "")
-                self.actions.append(f"safety ref {ref}")
-                return ref
-        raise AgentError(f"no free safety ref name for {stamp}")
-
-    async def push(self, ahead: int) -> StepResult:
-        if not self.repo.push:
-            return await self.done(f"{ahead} local commits not on the remote; push is off "
-                                   "for this repo: reported, not pushed")
-        if self.dry_run:
-            return await self.done(f"would push {ahead} commits")
-        ref = f"refs/heads/{self.repo.branch}"
-        done = await self.git.try_run("push", self.repo.remote, f"{ref}:{ref}")
-        if done.returncode != 0:
-            why = gitrepo.reason(f"{done.stderr}\n{done.stdout}")
-            return await self.fail(self.state, f"push failed: {why}")
-        self.actions.append(f"push {ahead} commits")
-        return await self.done(f"pushed {ahead} commits")
-
-    async def fail(self, state: str, why: str, *, kind: str = "backup.failed",
-                   level: AlertLevel = "WARN") -> StepResult:
-        self.state = state
-        if not self.dry_run:  # a dry-run only reports
-            await _emit(self.ctx, AlertEvent(kind, self.repo.path, level,
-                                         f"backup repo {self.repo.path}: {state}: {why}"))
-        return await self.done("", status="failed", error=f"{state}: {why}")
-
-    async def done(self, note: str, *, status: StepStatus = "ok",
-                   error: str | None = None) -> StepResult:
-        after = await self.tip()
-        detail = (f"{self.state}; before {self.before or 'none'} after {after or 'none'}; "
-                  f"actions: {', '.join(self.actions) or 'none'}" + (f"; {note}" if note else ""))
-        if status == "ok" and self.dry_run:
-            status = "planned"
-        elif status == "ok":
-            await _recovered(self.ctx, self.repo.path)
-        self.ctx.action("backup.repo", message=f"backup-repair {self.repo.path}: {detail}",
-                        repo=self.repo.path, state=self.state, before=self.before or "",
-                        after=after or "", error=error or "")
-        return StepResult(self.step, status, detail=detail, error=error)
+async def repair(r: Repair) -> StepResult:
+    """Repair one repo (the module docstring's order); the step's result."""
+    found = await inspect(r.git, remote=r.repo.remote, branch=r.repo.branch)
+    r.before = await r.tip() if found.repo else None
+    if found.rebasing and not found.broken:
+        if r.dry_run:
+            return await r.done("would abort the leftover rebase, then repair")
+        await r.keep_detached_head()
+        await r.change("rebase --abort (leftover)", "rebase", "--abort")
+        found = await inspect(r.git, remote=r.repo.remote, branch=r.repo.branch)
+    if found.broken:
+        return await r.fail("broken", found.broken)
+    upstream = await r.remote_commit()
+    if isinstance(upstream, StepResult):
+        return upstream
+    ahead, behind = await divergence(r.git, upstream)
+    r.state = _classify(ahead, behind)
+    if r.state in ("behind", "diverged") and (blocked := await r.blockers(upstream)):
+        return blocked
+    return await _HANDLERS[r.state](r, upstream, ahead, behind)
 
 
 def _classify(ahead: int, behind: int) -> str:
@@ -300,16 +168,30 @@ async def _rebase(r: Repair, upstream: str, missing: list[str]) -> StepResult:
     r.ctx.check_hold(f"backup-repair rebase in {r.repo.path}")
     await r.safety_ref()
     env = await _identity(r.git)
-    done = await r.git.try_run("rebase", "--no-autostash", upstream, env=env)
+    try:
+        done = await r.git.try_run("rebase", "--no-autostash", upstream, env=env)
+    except CommandError as exc:  # killed at git_timeout_s: abort now, not on the next run
+        if "timeout_s" not in exc.details:
+            raise
+        return await _rebase_failed(r, missing, f"rebase timed out after "
+                                    f"{exc.details['timeout_s']:g} s", conflict=False)
     if done.returncode == 0:
         r.actions.append("rebase")
         ahead, _ = await divergence(r.git, upstream)
         return await r.push(ahead)
     conflict = "CONFLICT" in done.stdout + done.stderr
+    why = "rebase conflict" if conflict else f"rebase failed ({gitrepo.reason(done.stderr, 300)})"
+    return await _rebase_failed(r, missing, why, conflict=conflict)
+
+
+async def _rebase_failed(r: Repair, missing: list[str], why: str, *,
+                         conflict: bool) -> StepResult:
+    """``rebase --abort``, then fail: ``backup.conflict`` on a conflict, else ``backup.failed``."""
     if (await r.git.try_run("rebase", "--abort")).returncode == 0:
         r.actions.append(f"rebase ({'conflict' if conflict else 'failed'}), rebase --abort")
-    left = "left as it was" if await r.tip() == r.before else "NOT as it was"
-    why = "rebase conflict" if conflict else f"rebase failed ({gitrepo.reason(done.stderr, 300)})"
+    found = await inspect(r.git, remote=r.repo.remote, branch=r.repo.branch)
+    left = ("left as it was" if await r.tip() == r.before and not found.rebasing
+            else "NOT as it was")
     lost = ", ".join(short(c) for c in missing)
     return await r.fail("diverged", f"{why}, aborted (repo {left}); no reset: "
                         f"{len(missing)} local commits are not on the remote ({lost})",
@@ -327,22 +209,3 @@ async def _identity(git: Git) -> dict[str, str]:
 Handler = Callable[[Repair, str, int, int], Awaitable[StepResult]]
 _HANDLERS: dict[str, Handler] = {"up_to_date": _up_to_date, "behind": _behind, "ahead": _ahead,
                              "diverged": _diverged}
-
-
-async def _emit(ctx: JobContext, event: AlertEvent) -> None:
-    alerts = getattr(ctx.services, "alerts", None)
-    if alerts is not None:
-        await asyncio.to_thread(alerts.emit, event)
-
-
-async def _recovered(ctx: JobContext, subject: str) -> None:
-    """Emit ``OK`` for each backup alert kind whose last event for ``subject`` was not OK."""
-    alerts = getattr(ctx.services, "alerts", None)
-    if alerts is None:
-        return
-    for kind in ALERT_KINDS:
-        rows = await asyncio.to_thread(
-            alerts.store.query, "SELECT level FROM alert_events WHERE kind = ? AND subject = ? "
-            "ORDER BY id DESC LIMIT 1", (kind, subject))
-        if rows and rows[0]["level"] != "OK":
-            await _emit(ctx, AlertEvent(kind, subject, "OK", f"backup repo {subject}: ok again"))
