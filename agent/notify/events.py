@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS alert_events (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at);
+CREATE INDEX IF NOT EXISTS alert_events_kind_subject ON alert_events (kind, subject, id);
 """
 
 
