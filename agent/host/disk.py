@@ -7,13 +7,25 @@
 * used_percent = used / (used + free) * 100, rounded *up* to 0.01.  df prints
   the same ratio rounded up to a whole percent, so ``ceil(used_percent)`` is
   exactly df's ``Use%``.
+
+A negative block count (an NFS server over its reservation reports a negative
+f_bavail: CPython on 64-bit Linux returns it as a negative int, an unsigned
+conversion as ``2**64 - n``; gnulib's fsusage reads the top bit as the sign) is
+0, and used is never below 0: such a disk has free 0 and used_percent 100,
+where df prints a Use% above 100 and a negative Avail.
+
+Each statvfs runs in a daemon thread of its own, never in the event loop's
+default executor: a call blocked on a dead server must neither take a worker
+the rest of the agent needs nor keep the process from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterable
 
 from agent.host.model import DiskSample
@@ -35,10 +47,18 @@ def disk_usage(mount: str) -> DiskSample:
     Blocking: a hung network mount blocks the caller; call it in a thread.
     """
     st = os.statvfs(mount)
-    used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    free = st.f_bavail * st.f_frsize
-    return DiskSample(mount=mount, total_bytes=st.f_blocks * st.f_frsize, used_bytes=used,
+    blocks, bfree, bavail = (_count(v) for v in (st.f_blocks, st.f_bfree, st.f_bavail))
+    used = max(0, blocks - bfree) * st.f_frsize
+    free = bavail * st.f_frsize
+    return DiskSample(mount=mount, total_bytes=blocks * st.f_frsize, used_bytes=used,
                       free_bytes=free, used_percent=used_percent(used, free))
+
+
+def _count(value: int) -> int:
+    """A statvfs block count, 0 when negative (see the module docstring)."""
+    if value >= 1 << 63:
+        value -= 1 << 64
+    return max(0, value)
 
 
 def read_disks(mounts: Iterable[str]) -> tuple[DiskSample, ...]:
@@ -53,7 +73,7 @@ def read_disks(mounts: Iterable[str]) -> tuple[DiskSample, ...]:
 
 
 class DiskReader:
-    """Reads mounts with :func:`disk_usage` in threads, each bounded by ``timeout_s``.
+    """Reads mounts with :func:`disk_usage` in daemon threads, each bounded by ``timeout_s``.
 
     A statvfs on a hung network mount cannot be cancelled; its thread is
     remembered and that mount is reported unsampled (not retried) until the
@@ -67,8 +87,8 @@ class DiskReader:
         self._errors: dict[str, str] = {}
 
     async def read(self, mounts: Iterable[str]) -> tuple[tuple[DiskSample, ...], tuple[str, ...]]:
-        """``(samples, unsampled_mounts)``, in the order of ``mounts``."""
-        mounts = tuple(mounts)
+        """``(samples, unsampled_mounts)``, in the order of ``mounts`` (each mount once)."""
+        mounts = tuple(dict.fromkeys(mounts))
         results = await asyncio.gather(*(self._one(m) for m in mounts))
         samples = tuple(r for r in results if r is not None)
         unsampled = tuple(m for m, r in zip(mounts, results, strict=True) if r is None)
@@ -90,7 +110,7 @@ class DiskReader:
         if hung is not None and not hung.done():
             self._hung[mount] = hung
             raise TimeoutError(f"statvfs still blocked (over {self.timeout_s:g} s)")
-        future = asyncio.ensure_future(asyncio.to_thread(disk_usage, mount))
+        future = _in_daemon_thread(mount)
         future.add_done_callback(_retrieve)
         done, _ = await asyncio.wait({future}, timeout=self.timeout_s)
         if not done:
@@ -108,6 +128,32 @@ class DiskReader:
         for future in self._hung.values():
             future.cancel()
         self._hung.clear()
+
+
+def _in_daemon_thread(mount: str) -> asyncio.Future[DiskSample]:
+    """:func:`disk_usage` of ``mount`` in a new daemon thread; its result as a future."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[DiskSample] = loop.create_future()
+
+    def run() -> None:
+        try:
+            outcome: DiskSample | BaseException = disk_usage(mount)
+        except Exception as exc:
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(_settle, future, outcome)
+
+    threading.Thread(target=run, name=f"statvfs {mount}", daemon=True).start()
+    return future
+
+
+def _settle(future: asyncio.Future[DiskSample], outcome: DiskSample | BaseException) -> None:
+    if future.done():  # cancelled by DiskReader.close()
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _retrieve(future: asyncio.Future[DiskSample]) -> None:

@@ -24,7 +24,7 @@ def _parse_line(line: str) -> tuple[str, int] | None:
     """``"MemTotal:16384 kB"`` -> ``("MemTotal", 16777216)``; None for an unparsable line."""
     key, sep, rest = line.partition(":")
     parts = rest.split()
-    if not sep or not parts or not parts[0].isdigit():
+    if not sep or not parts or not (parts[0].isascii() and parts[0].isdigit()):
         return None
     value = int(parts[0])
     return key.strip(), value * 1024 if parts[1:2] == ["kB"] else value
@@ -84,5 +84,9 @@ def memory_sample(fields: dict[str, int]) -> MemorySample:
 
 
 def read_meminfo(proc_root: str | Path = "/proc") -> MemorySample:
-    """Read ``<proc_root>/meminfo``; raises OSError or :class:`HostReadError`."""
-    return memory_sample(parse_meminfo((Path(proc_root) / "meminfo").read_text()))
+    """Read ``<proc_root>/meminfo``; raises OSError or :class:`HostReadError`.
+
+    Bytes that are not UTF-8 become U+FFFD, so such a line is skipped.
+    """
+    text = (Path(proc_root) / "meminfo").read_text(errors="replace")
+    return memory_sample(parse_meminfo(text))

@@ -81,8 +81,12 @@ def parse_stat(text: str) -> StatSnapshot:
 
 
 def read_stat(proc_root: str | Path = "/proc") -> StatSnapshot:
-    """Read and parse ``<proc_root>/stat``; raises OSError or :class:`HostReadError`."""
-    return parse_stat((Path(proc_root) / "stat").read_text())
+    """Read and parse ``<proc_root>/stat``; raises OSError or :class:`HostReadError`.
+
+    Bytes that are not UTF-8 become U+FFFD (a garbled ``cpu`` line is then a
+    HostReadError, a garbled other line is ignored), never a UnicodeDecodeError.
+    """
+    return parse_stat((Path(proc_root) / "stat").read_text(errors="replace"))
 
 
 def _deltas(prev: CpuTimes, cur: CpuTimes) -> dict[str, int]:
