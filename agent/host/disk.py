@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 
 from agent.host.model import DiskSample
@@ -75,28 +76,37 @@ def read_disks(mounts: Iterable[str]) -> tuple[DiskSample, ...]:
 class DiskReader:
     """Reads mounts with :func:`disk_usage` in daemon threads, each bounded by ``timeout_s``.
 
-    A statvfs on a hung network mount cannot be cancelled; its thread is
-    remembered and that mount is reported unsampled (not retried) until the
-    call returns, so at most one thread per mount is ever stuck.  Failures are
-    logged once per distinct message; recovery is logged at INFO.
+    A statvfs on a hung network mount cannot be cancelled.  A call still
+    running is shared by every read that asks for that mount meanwhile (the
+    sampler's loop, a fresh sample, a job's disk figures), so at most one
+    thread per mount is ever stuck; once it has run ``timeout_s`` the mount is
+    reported unsampled, and not retried, until the call returns.  A read may
+    wait less (``wait_s``): a mount whose call is still within its time is then
+    unsampled for that read only, and its call goes on for the next.  Failures
+    are logged once per distinct message; recovery is logged at INFO.
     """
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._hung: dict[str, asyncio.Future[DiskSample]] = {}
+        #: the running call of each mount and when it started (time.monotonic())
+        self._running: dict[str, tuple[asyncio.Future[DiskSample], float]] = {}
         self._errors: dict[str, str] = {}
 
-    async def read(self, mounts: Iterable[str]) -> tuple[tuple[DiskSample, ...], tuple[str, ...]]:
-        """``(samples, unsampled_mounts)``, in the order of ``mounts`` (each mount once)."""
+    async def read(self, mounts: Iterable[str], *, wait_s: float | None = None,
+                   ) -> tuple[tuple[DiskSample, ...], tuple[str, ...]]:
+        """``(samples, unsampled_mounts)``, in the order of ``mounts`` (each mount once),
+        waiting at most ``wait_s`` seconds (default ``timeout_s``)."""
         mounts = tuple(dict.fromkeys(mounts))
-        results = await asyncio.gather(*(self._one(m) for m in mounts))
+        results = await asyncio.gather(*(self._one(m, wait_s) for m in mounts))
         samples = tuple(r for r in results if r is not None)
         unsampled = tuple(m for m, r in zip(mounts, results, strict=True) if r is None)
         return samples, unsampled
 
-    async def _one(self, mount: str) -> DiskSample | None:
+    async def _one(self, mount: str, wait_s: float | None) -> DiskSample | None:
         try:
-            sample = await self._statvfs(mount)
+            sample = await self._statvfs(mount, wait_s)
+        except _StillRunning:
+            return None
         except OSError as exc:  # TimeoutError included
             self._failed(mount, str(exc))
             return None
@@ -104,19 +114,29 @@ class DiskReader:
             log.info("disk %s sampled again", mount)
         return sample
 
-    async def _statvfs(self, mount: str) -> DiskSample:
-        """:func:`disk_usage` in a thread; TimeoutError after ``timeout_s`` or while hung."""
-        hung = self._hung.pop(mount, None)
-        if hung is not None and not hung.done():
-            self._hung[mount] = hung
+    async def _statvfs(self, mount: str, wait_s: float | None) -> DiskSample:
+        """:func:`disk_usage` in a thread (the mount's running call, or a new one);
+        TimeoutError after ``timeout_s`` or while hung, _StillRunning after ``wait_s``."""
+        future, started = self._call(mount)
+        left = started + self.timeout_s - time.monotonic()
+        if left <= 0:
             raise TimeoutError(f"statvfs still blocked (over {self.timeout_s:g} s)")
+        done, _ = await asyncio.wait({future}, timeout=left if wait_s is None
+                                     else max(0.0, min(left, wait_s)))
+        if done:
+            return future.result()
+        if time.monotonic() - started >= self.timeout_s:
+            raise TimeoutError(f"statvfs timed out after {self.timeout_s:g} s")
+        raise _StillRunning(mount)
+
+    def _call(self, mount: str) -> tuple[asyncio.Future[DiskSample], float]:
+        running = self._running.get(mount)
+        if running is not None and not running[0].done():
+            return running
         future = _in_daemon_thread(mount)
         future.add_done_callback(_retrieve)
-        done, _ = await asyncio.wait({future}, timeout=self.timeout_s)
-        if not done:
-            self._hung[mount] = future
-            raise TimeoutError(f"statvfs timed out after {self.timeout_s:g} s")
-        return future.result()
+        self._running[mount] = (future, time.monotonic())
+        return self._running[mount]
 
     def _failed(self, mount: str, message: str) -> None:
         if self._errors.get(mount) != message:
@@ -125,9 +145,13 @@ class DiskReader:
 
     def close(self) -> None:
         """Detach from calls still blocked (their threads finish on their own)."""
-        for future in self._hung.values():
+        for future, _started in self._running.values():
             future.cancel()
-        self._hung.clear()
+        self._running.clear()
+
+
+class _StillRunning(Exception):
+    """A mount's call outlasted a read's ``wait_s`` but not ``timeout_s``."""
 
 
 def _in_daemon_thread(mount: str) -> asyncio.Future[DiskSample]:

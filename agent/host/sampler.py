@@ -1,9 +1,12 @@
 """The background host sampler: a cache of :class:`HostSample` that answers at once.
 
-Every ``sampling.interval_s`` the host loop reads ``/proc/stat``, sleeps
-``sampling.cpu_window_s`` (``asyncio.sleep``), reads it again, then reads
-``/proc/meminfo``, ``/proc/loadavg`` and the disks (``statvfs`` in threads with
-a timeout) and replaces the cache.  The Docker probe runs as its own task on
+Every ``sampling.interval_s`` the host loop reads ``/proc/stat``, starts
+reading the disks (``statvfs`` in threads with a timeout), sleeps
+``sampling.cpu_window_s`` (``asyncio.sleep``), reads ``/proc/stat`` again,
+``/proc/meminfo`` and ``/proc/loadavg``, waits for the disks and replaces the
+cache.  The first answer after start waits one window (and a 0.05 s grace) at
+most: a mount whose ``statvfs`` is still running then is left out of it (WARN,
+unsampled) and its call goes on for the next sample.  The Docker probe runs as its own task on
 the same interval, so a slow Docker never delays the host part; its latest
 result is merged into the cached sample as soon as it arrives.
 
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 DockerProbe = Callable[[], Awaitable[DockerSummary]]
 SampleSink = Callable[[HostSample], Awaitable[None]]  # e.g. agent.host.history (per sample)
 NOT_SAMPLED = DockerSummary(available=False, error="not sampled yet")
+#: before the first answer, disks still being read this long after the cpu window are
+#: left out of it (seconds)
+FIRST_GRACE_S = 0.05
 Stamped = tuple[StatSnapshot, float]  # a /proc/stat snapshot and its time.monotonic()
 
 
@@ -166,12 +172,21 @@ class HostSampler:
     async def _collect(self, first: Stamped | None,
                        docker: Awaitable[DockerSummary] | None = None) -> HostSample:
         prev, t0 = first or self._read_stat()
-        await asyncio.sleep(max(0.0, self._sampling.cpu_window_s - (time.monotonic() - t0)))
-        cur, t1 = self._read_stat()
-        root = self._sampling.proc_root
-        memory = read_meminfo(root)
-        load = read_loadavg(cur.cores, root)
-        disks, unsampled = await self._disks.read(self._sampling.disks)
+        window_left = max(0.0, self._sampling.cpu_window_s - (time.monotonic() - t0))
+        # the disks are read during the window; before the first answer, a mount still
+        # running when the window ends is left out (and its call goes on for the next)
+        disks_read = asyncio.create_task(self._disks.read(
+            self._sampling.disks, wait_s=window_left + FIRST_GRACE_S
+            if self._cache is None else None))
+        try:
+            await asyncio.sleep(window_left)
+            cur, t1 = self._read_stat()
+            root = self._sampling.proc_root
+            memory = read_meminfo(root)
+            load = read_loadavg(cur.cores, root)
+            disks, unsampled = await disks_read
+        finally:
+            disks_read.cancel()
         if docker is not None:
             self._set_docker(await docker)
         cpu = cpu_sample(prev, cur, t1 - t0)
