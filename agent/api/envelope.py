@@ -33,7 +33,10 @@ class ClientGone(Exception):
 
 
 def envelope_ok(data: Any, request_id: str) -> web.Response:
-    """The 200 envelope of ``data``; a :class:`RawJSON` reply is spliced in as it is."""
+    """The 200 envelope of ``data``; a :class:`RawJSON` reply is spliced in as it is.
+
+    Raises ValueError when ``data`` holds a float that is NaN or infinite.
+    """
     if isinstance(data, RawJSON):  # pre-encoded: splice it in rather than encode it again
         body = f'{{"ok":true,"data":{data},"request_id":{json.dumps(request_id)}}}'
         return web.Response(body=body.encode(), headers=_HEADERS)
@@ -50,7 +53,9 @@ def envelope_error(err: AgentError, request_id: str) -> web.Response:
 
 
 def _json(status: int, payload: dict[str, Any]) -> web.Response:
-    body = json.dumps(payload, separators=(",", ":"), default=str)
+    # NaN and Infinity are not JSON (RFC 8259): such a value is a ValueError, which the
+    # server answers as ``internal`` with the traceback in the journal, never invalid JSON
+    body = json.dumps(payload, separators=(",", ":"), default=str, allow_nan=False)
     return web.Response(status=status, body=body.encode(), headers=_HEADERS)
 
 

@@ -84,8 +84,11 @@ class HostSample:
 
     @functools.cached_property
     def wire_json(self) -> str:
-        """:meth:`to_wire` as compact JSON, encoded once per sample (health is read often)."""
-        return json.dumps(self.to_wire(), separators=(",", ":"))
+        """:meth:`to_wire` as compact JSON, encoded once per sample (health is read often).
+
+        Raises ValueError on a NaN or infinite float (not JSON; the parsers refuse them).
+        """
+        return json.dumps(self.to_wire(), separators=(",", ":"), allow_nan=False)
 
 
 def worst(levels: dict[str, Level]) -> Level:

@@ -16,6 +16,7 @@ Units: bytes, percent 0-100, Unix seconds.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,14 @@ def promql(days: int, mounts: tuple[str, ...], selector: str = "") -> dict[str, 
 
 
 def _scalar(result: list[dict[str, Any]]) -> float | None:
-    return float(result[0]["value"][1]) if result else None
+    return _finite(result[0]["value"][1]) if result else None
+
+
+def _finite(text: str) -> float | None:
+    """A sample value of the query API (a string); None for "NaN" and "+Inf"/"-Inf"
+    (e.g. 0/0 for a file system without blocks), which JSON cannot carry."""
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 async def prometheus_host(cfg: PrometheusConfig, mounts: tuple[str, ...], *, days: int,
@@ -142,7 +150,8 @@ async def prometheus_host(cfg: PrometheusConfig, mounts: tuple[str, ...], *, day
     exprs = promql(days, mounts, cfg.selector)
     async with aiohttp.ClientSession() as session:
         got = {k: await query(session, cfg.url, e, end, cfg.timeout_s) for k, e in exprs.items()}
-    disks = {str(r["metric"].get("mountpoint", "?")): float(r["value"][1]) for r in got["disk"]}
+    disks = {str(r["metric"].get("mountpoint", "?")): value for r in got["disk"]
+             if (value := _finite(r["value"][1])) is not None}
     return HostFigures(f"Prometheus ({cfg.url})", NO_PROM_DATA, _scalar(got["steal"]),
                        _scalar(got["mem"]), _scalar(got["swap"]), dict(sorted(disks.items())),
                        unhealthy_max)
