@@ -140,11 +140,17 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+def _reject_constant(name: str) -> Any:
+    """Python's json reads NaN, Infinity and -Infinity, which are not JSON (RFC 8259)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _parse_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw, object_pairs_hook=_reject_duplicates)
+        body = json.loads(raw, object_pairs_hook=_reject_duplicates,
+                          parse_constant=_reject_constant)
     except BadRequest:
         raise
     except (ValueError, UnicodeDecodeError) as exc:

@@ -34,3 +34,13 @@ def test_the_digest_drops_prometheus_nan_and_inf() -> None:
     assert [_finite(v) for v in ("NaN", "+Inf", "-Inf", "42.5")] == [None, None, None, 42.5]
     assert _scalar([{"metric": {}, "value": [1.0, "NaN"]}]) is None
     assert _scalar([]) is None
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_a_request_body_with_nan_is_malformed_json(literal: str) -> None:
+    from agent.api.envelope import _parse_body
+    from agent.errors import BadRequest
+    with pytest.raises(BadRequest) as caught:
+        _parse_body(f'{{"reason": "x", "n": {literal}}}'.encode())
+    assert caught.value.details["field"] == "body"
+    assert "not a JSON value" in caught.value.message
