@@ -10,8 +10,11 @@ into memory"), and with ``"keep_alive": 0`` unloads it (answer
 
 Errors: a refused or reset connection raises
 ``UpstreamUnavailable("ollama")`` (503), no answer within the timeout
-``UpstreamTimeout("ollama")`` (504), Ollama's 404 ``NotFound``; any other
-non-2xx or non-JSON answer is ``UpstreamUnavailable`` with the status.
+``UpstreamTimeout("ollama")`` (504), Ollama's own 404 (JSON with an
+``error``, e.g. "model 'x' not found") ``NotFound``; any other non-2xx or
+non-JSON answer (a 404 page of an Ollama too old for the endpoint, or of a
+proxy) is ``UpstreamUnavailable`` with the status, and so is an answer over
+MAX_ANSWER_BYTES (not read further).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ MODEL_NAME_HINT: Final = ("be an Ollama model name: [host/][namespace/]model[:ta
                           "digits, '_', '-', '.'")
 #: ``MaxNameLength`` in name.go: 350 + 1 + 80 + 1 + 80 + 1 + 80.
 MODEL_NAME_MAX_LEN: Final = 593
+#: The largest answer read from Ollama (``/api/tags`` of ~60,000 models); more is refused.
+MAX_ANSWER_BYTES: Final = 16 * 1024 * 1024
 
 
 def check_model_name(name: str, field: str = "model") -> str:
@@ -62,7 +67,8 @@ def find_model(models: list[dict[str, Any]], name: str) -> dict[str, Any] | None
 
 
 def utc_rfc3339(stamp: str | None) -> str | None:
-    """Ollama's local-offset timestamp as UTC RFC 3339 (``...Z``, whole seconds); None stays."""
+    """Ollama's local-offset timestamp as UTC RFC 3339 (``...Z``, whole seconds); None stays,
+    and so does a stamp that does not parse or falls outside datetime's years 1-9999."""
     if not stamp:
         return None
     try:
@@ -71,7 +77,10 @@ def utc_rfc3339(stamp: str | None) -> str | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OverflowError:  # e.g. year 9999 with a negative offset: past datetime's range
+        return None
 
 
 @dataclass(frozen=True)
@@ -165,14 +174,29 @@ class OllamaClient:
 
 
 async def _answer(resp: aiohttp.ClientResponse, path: str) -> dict[str, Any]:
-    text = await resp.text()
+    text = await _read_capped(resp, path)
     payload = _decode(text)
-    if resp.status == 404:
+    if resp.status == 404 and payload is not None and "error" in payload:
         raise NotFound(f"Ollama: {_error_text(payload, text)}")
     if resp.status >= 300 or payload is None:
         raise UpstreamUnavailable(UPSTREAM, f"Ollama answered {path} with HTTP {resp.status}: "
                                   f"{_error_text(payload, text)}", status=resp.status)
     return payload
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, path: str) -> str:
+    """The body as text (UTF-8, as Ollama writes JSON); UpstreamUnavailable past
+    MAX_ANSWER_BYTES, without reading the rest."""
+    declared, body = resp.content_length or 0, bytearray()
+    if declared <= MAX_ANSWER_BYTES:
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                break
+    if max(declared, len(body)) > MAX_ANSWER_BYTES:
+        raise UpstreamUnavailable(UPSTREAM, f"Ollama's answer to {path} is larger than "
+                                  f"{MAX_ANSWER_BYTES} bytes", status=resp.status)
+    return body.decode("utf-8", "replace")
 
 
 def _decode(text: str) -> dict[str, Any] | None:

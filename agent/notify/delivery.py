@@ -11,7 +11,9 @@ Every ``alerts.poll_interval_s`` the loop
    marked sent once Telegram accepted its last part; on a transient failure
    (timeout, connection error, 429, 5xx) it is retried after
    ``retry_min_s * 2**attempts`` (at most ``retry_max_s``), or Telegram's 429
-   ``retry_after``, and sending pauses until then.  A message Telegram
+   ``retry_after`` (at most ``max(retry_max_s, 3600)``), and sending pauses
+   until then; a pause or ``next_at`` further ahead than that longest delay
+   means the clock was stepped back, and is over.  A message Telegram
    refuses for good (400 other than "can't parse entities", 403, 404), or
    one that failed ``telegram.max_attempts`` times or is still unsent
    ``telegram.give_up_after_s`` after it was queued, is parked (outbox
@@ -38,7 +40,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from agent.config import Config
+from agent.config import Config, TelegramConfig
 from agent.notify.events import SCHEMA as EVENTS_SCHEMA
 from agent.notify.outbox import Outbox, OutboxMessage
 from agent.notify.rules import AlertStates, StoredEvent, decide, release_held
@@ -48,11 +50,28 @@ from agent.store import Store
 log = logging.getLogger(__name__)
 
 BATCH = 500  # events read per query
+RETRY_AFTER_CAP_S = 3600.0  # a 429's retry_after is honoured up to this (or retry_max_s)
 
 
 def backoff_s(attempts: int, low: float, high: float) -> float:
     """Seconds before retry number ``attempts + 1``: ``low * 2**attempts``, at most ``high``."""
     return min(high, low * 2.0 ** min(attempts, 60))
+
+
+def longest_delay_s(tcfg: TelegramConfig) -> float:
+    """The longest retry delay the loop sets, seconds: ``max(retry_max_s,
+    RETRY_AFTER_CAP_S)``.  A pause further ahead than this means the clock was
+    stepped back, and it is over."""
+    return max(tcfg.retry_max_s, RETRY_AFTER_CAP_S)
+
+
+def retry_delay_s(exc: TelegramError, attempts: int, tcfg: TelegramConfig) -> float:
+    """Seconds before the next try after ``attempts`` failed ones: a 429's positive
+    ``retry_after``, at most :func:`longest_delay_s`, else the backoff."""
+    retry = exc.retry_after_s
+    if retry is not None and math.isfinite(retry) and retry > 0:
+        return min(retry, longest_delay_s(tcfg))
+    return backoff_s(attempts, tcfg.retry_min_s, tcfg.retry_max_s)
 
 
 class Notifier:
@@ -173,10 +192,12 @@ class Notifier:
     async def send_due(self) -> int:
         """Send due outbox messages oldest first until one fails transiently (a parked
         message does not stop the others); returns how many were sent."""
-        if self.client is None or self.clock() < self._paused_until:
-            return 0
+        now, horizon = self.clock(), longest_delay_s(self.cfg.telegram)
+        if self.client is None or 0 < self._paused_until - now <= horizon:
+            return 0  # paused; a pause beyond the horizon means the clock went back
         sent = 0
-        for msg in await asyncio.to_thread(self.outbox.pending, 20, now=self.clock()):
+        for msg in await asyncio.to_thread(self.outbox.pending, 20, now=now,
+                                           horizon_s=horizon):
             outcome = await self._send(self.client, msg)
             if outcome == "retry":
                 break
@@ -217,8 +238,7 @@ class Notifier:
                       msg.id, msg.kind, why, exc.message)
             await asyncio.to_thread(self.outbox.mark_dead, msg.id, exc.message)
             return "dead"
-        tcfg = self.cfg.telegram
-        delay = exc.retry_after_s or backoff_s(msg.attempts, tcfg.retry_min_s, tcfg.retry_max_s)
+        delay = retry_delay_s(exc, msg.attempts, self.cfg.telegram)
         retry_at = self.clock() + delay
         self._paused_until = retry_at
         log.warning("telegram: message %d not sent (attempt %d): %s; retry in %.0f s",

@@ -15,6 +15,7 @@ Blocking (SQLite): call from the event loop through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -114,13 +115,20 @@ class Outbox:
             return None
         return int(cur.lastrowid or 0)
 
-    def pending(self, limit: int = 50, *, now: float | None = None) -> list[OutboxMessage]:
-        """Unsent messages due at ``now`` (default: the current time), oldest first."""
+    def pending(self, limit: int = 50, *, now: float | None = None,
+                horizon_s: float = math.inf) -> list[OutboxMessage]:
+        """Unsent messages due at ``now`` (default: the current time), oldest first.
+
+        A message whose ``next_at`` is more than ``horizon_s`` seconds after
+        ``now`` is due too: no retry delay is that long, so the clock was
+        stepped back since the delay was set.
+        """
+        now = time.time() if now is None else now
         rows = self.store.query(
             "SELECT id, kind, text, created_at, attempts, next_at, last_error, parts_sent"
-            " FROM outbox WHERE status = 'pending' AND next_at <= ?"
+            " FROM outbox WHERE status = 'pending' AND (next_at <= ? OR next_at > ?)"
             " ORDER BY id LIMIT ?",
-            (time.time() if now is None else now, limit))
+            (now, now + horizon_s, limit))
         return [_message(r) for r in rows]
 
     def mark_sent(self, msg_id: int) -> None:

@@ -94,8 +94,12 @@ def initial_state() -> AlertState:
 
 
 def in_cooldown(state: AlertState, now: float, cooldown_s: float) -> bool:
-    """True while ``now`` is less than ``cooldown_s`` after the last non-OK notification."""
-    return state.alerted_at is not None and now - state.alerted_at < cooldown_s
+    """True while ``now`` is less than ``cooldown_s`` after the last non-OK notification.
+
+    A ``now`` before that notification (the clock was stepped back) is not in
+    cooldown, so a step back cannot hold alerts for as long as the step.
+    """
+    return state.alerted_at is not None and 0 <= now - state.alerted_at < cooldown_s
 
 
 def decide(event: StoredEvent, prev: AlertState | None, cfg: AlertsConfig, *,

@@ -139,6 +139,8 @@ def load_token(token_file: str, *, credentials_dir: str | None = None) -> str | 
         token = _read_token(path)
         if token is not None:
             return token
+    if token_file and not os.path.lexists(token_file):
+        log.warning("telegram.token_file %s does not exist", token_file)
     return None
 
 
@@ -150,9 +152,21 @@ def _read_token(path: Path) -> str | None:
             log.warning("telegram token %s unreadable: %s", path, exc.strerror)
         return None
     if TOKEN_PATTERN.fullmatch(token):
+        _warn_if_shared(path)
         return token
     log.warning("telegram token in %s is malformed (expected <digits>:<secret>); ignored", path)
     return None
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Warn (never refuse: delivery goes on) when group or others may read the token file."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("telegram token file %s has mode %04o: other users can read the bot "
+                    "token; chmod 600 it", path, mode)
 
 
 @dataclass(frozen=True)
@@ -220,7 +234,10 @@ class TelegramClient:
         return f"{self.cfg.api_base.rstrip('/')}/bot{self._token}/sendMessage"
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._token, "<token>") if self._token else text
+        secret = self._token.partition(":")[2]
+        for form in (self._token, secret):  # the secret alone: also when ':' came back as %3A
+            text = text.replace(form, "<token>") if form else text
+        return text
 
     async def close(self) -> None:
         """Close the HTTP session this client made (not one it was given)."""
@@ -248,6 +265,9 @@ def _result(answer: dict[str, Any], redact: Callable[[str], str]) -> SentPart:
     params = answer.get("parameters")
     retry = params.get("retry_after") if isinstance(params, dict) else None
     description = redact(str(answer.get("description", "no description"))[:300])
+    migrated = params.get("migrate_to_chat_id") if isinstance(params, dict) else None
+    if isinstance(migrated, int):  # the group became a supergroup with a new id
+        description += f"; set telegram.chat_id to {migrated}"
     code = answer.get("error_code")
     raise TelegramError(f"telegram error {code}: {description}",
                         retry_after_s=float(retry) if isinstance(retry, int | float) else None,
