@@ -183,13 +183,14 @@ install_job_units() {
   say "installed ${#job_units[@]} job timers and services into $unitdir"
 }
 
-# As verify_units; staged copies name the staged vm-agentctl.
+# As verify_units; staged copies name the staged vm-agentctl (in the staged venv: the
+# staged BINDIR link points at PREFIX, which does not exist until the package is installed).
 verify_job_units() {
   local out rc=0 u tmp
   tmp="$(mktemp -d)"
   cp "$destdir$unitdir/vm-agent.socket" "$tmp/"
   for u in "${job_units[@]}"; do
-    sed "s#^ExecStart=$bindir/vm-agentctl #ExecStart=$destdir$bindir/vm-agentctl #" \
+    sed "s#^ExecStart=$bindir/vm-agentctl #ExecStart=$destdir$prefix/bin/vm-agentctl #" \
       "$destdir$unitdir/$u" >"$tmp/$u"
   done
   out="$(cd "$tmp" && systemd-analyze verify --man=no "${job_units[@]/#/$tmp/}" 2>&1)" || rc=$?

@@ -23,6 +23,8 @@ is not).  Register it in :mod:`agent.jobs.catalog`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,7 @@ from typing import Any, Literal, Protocol
 
 from agent.audit import PRIORITY_INFO, Auditor
 from agent.config import Config
+from agent.errors import AgentError, Locked
 from agent.hold import HoldStore
 from agent.host.model import DiskSample
 
@@ -39,6 +42,7 @@ RunStatus = Literal["running", "ok", "partial", "failed", "skipped"]
 Trigger = Literal["timer", "api", "cli"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+log = logging.getLogger("vm-agent")
 
 
 @dataclass(frozen=True)
@@ -170,3 +174,22 @@ def run_status(results: Sequence[StepResult]) -> RunStatus:
     if failed == 0:
         return "ok"
     return "failed" if failed == len(results) else "partial"
+
+
+async def execute_step(job: Job, ctx: JobContext, step: Step, timeout_s: float) -> StepResult:
+    """``job.execute(step)`` that never raises an Exception: Locked (a hold set since the
+    plan) is a ``skipped`` step, a step still running after ``timeout_s`` seconds or one that
+    raises is ``failed`` with the error.  BaseException (cancellation, KeyboardInterrupt,
+    SystemExit) propagates: the runner records the run as interrupted."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await job.execute(ctx, step, dry_run=ctx.dry_run)
+    except Locked as exc:
+        return StepResult(step.name, "skipped", detail=exc.message)
+    except TimeoutError:
+        return StepResult(step.name, "failed", error=f"timed out after {timeout_s:g} s")
+    except AgentError as exc:
+        return StepResult(step.name, "failed", error=f"{exc.code}: {exc.message}")
+    except Exception as exc:
+        log.exception("job %s step %s raised", ctx.job, step.name)
+        return StepResult(step.name, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -8,7 +8,8 @@ locks belong to the open file description, ``man 2 flock``).
 
 While held, the file holds one JSON line ``{"run_id", "pid"}`` naming the
 run, so a refused requester can say which run is in the way; it is emptied
-before the lock is released.  The file itself is never unlinked (unlinking a
+when the lock is taken (a SIGKILLed holder leaves its line behind: the kernel
+drops only the flock) and before it is released.  The file itself is never unlinked (unlinking a
 lock file races with a process that has just opened it).
 """
 
@@ -19,6 +20,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,8 @@ class JobLock:
     def acquire(self) -> bool:
         """Take the lock without blocking; False when another holder has it.
 
-        Raises OSError when the directory or file cannot be created.
+        Raises OSError when the directory or file cannot be created or opened (e.g. the
+        lock path is a directory).
         """
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -58,6 +61,8 @@ class JobLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # a dead holder's line names a run that is not ours
         self._fd = fd
         return True
 
@@ -85,6 +90,16 @@ class JobLock:
         except (OSError, ValueError):
             return None
         return raw if isinstance(raw, dict) else None
+
+    def wait_owner(self, timeout_s: float) -> dict[str, Any] | None:
+        """The holder's ``{"run_id", "pid"}``, waiting up to ``timeout_s`` seconds for a
+        holder that has just taken the lock to write it (polls every 20 ms; blocking)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.owner()
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.02)
 
     def is_locked(self) -> bool:
         """True when some holder (possibly this object) has the lock now."""

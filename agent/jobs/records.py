@@ -14,6 +14,8 @@ Blocking (SQLite): call from the event loop through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -23,7 +25,10 @@ from typing import Any
 
 from agent.host.model import DiskSample
 from agent.jobs.base import StepResult
+from agent.jobs.lock import JobLock, run_is_stale
 from agent.store import Store
+
+log = logging.getLogger("vm-agent")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS job_runs (
@@ -97,23 +102,43 @@ class RunRecords:
             db.execute("UPDATE job_runs SET disk_before = ? WHERE id = ?",
                        (disks_json(disks), run_id))
 
-    def add_step(self, run_id: int, result: StepResult) -> None:
-        """Append one finished step (its own transaction)."""
+    def add_step(self, run_id: int, result: StepResult, seq: int | None = None) -> None:
+        """Append one finished step (its own transaction) as step ``seq`` (0-based; default:
+        after the last one recorded).  A step already recorded at ``seq`` is left alone."""
         with self.store.tx() as db:
+            self._insert_step(db, run_id, result, seq)
+
+    @staticmethod
+    def _insert_step(db: sqlite3.Connection, run_id: int, result: StepResult,
+                     seq: int | None) -> None:
+        if seq is None:
             seq = db.execute("SELECT COUNT(*) FROM job_run_steps WHERE run_id = ?",
                              (run_id,)).fetchone()[0]
-            db.execute("INSERT INTO job_run_steps VALUES (?,?,?,?,?,?,?,?)",
-                       (run_id, seq, result.name, result.status, result.freed_bytes,
-                        result.duration_s, result.detail, result.error))
+        db.execute("INSERT OR IGNORE INTO job_run_steps VALUES (?,?,?,?,?,?,?,?)",
+                   (run_id, seq, result.name, result.status, result.freed_bytes,
+                    result.duration_s, result.detail, result.error))
 
     def finish(self, run_id: int, *, status: str, reason: str | None,
-               disk_after: Sequence[DiskSample] | None, now: float | None = None) -> None:
+               disk_after: Sequence[DiskSample] | None, now: float | None = None,
+               steps: Sequence[StepResult] = ()) -> None:
         """Close a *running* run: status, reason, disk after, freed = sum of its steps'
-        freed bytes.  A run already finished is left alone (first finisher wins)."""
+        freed bytes.  A run already finished is left alone (first finisher wins).
+
+        ``steps`` are the run's results in order: any that :meth:`add_step` could not write
+        (the store was locked or full then) are written now, in the same transaction.
+        ``finished_at`` is never before ``started_at`` (a clock stepped back mid-run gives
+        a duration of 0, not a negative one).
+        """
         at = time.time() if now is None else now
         with self.store.tx() as db:
+            if db.execute("SELECT 1 FROM job_runs WHERE id = ? AND status = 'running'",
+                          (run_id,)).fetchone() is None:
+                return
+            for seq, result in enumerate(steps):
+                self._insert_step(db, run_id, result, seq)
             db.execute(
-                "UPDATE job_runs SET status = ?, reason = ?, disk_after = ?, finished_at = ?,"
+                "UPDATE job_runs SET status = ?, reason = ?, disk_after = ?,"
+                " finished_at = MAX(?, started_at),"
                 " freed_bytes = (SELECT COALESCE(SUM(freed_bytes), 0) FROM job_run_steps"
                 " WHERE run_id = ?) WHERE id = ? AND status = 'running'",
                 (status, reason, disks_json(disk_after), at, run_id, run_id))
@@ -141,6 +166,25 @@ class RunRecords:
         if job is not None:
             sql, args = sql + " AND job = ?", (job,)
         return self.store.query(sql + " ORDER BY id", args)
+
+    def mark_stale(self, run_dir: str | os.PathLike[str], job: str | None = None, *,
+                   held: JobLock | None, reason: str) -> list[tuple[int, str]]:
+        """Finish as ``failed``/``reason`` every ``running`` record (of ``job``, or all) whose
+        run is gone (:func:`agent.jobs.lock.run_is_stale`); returns ``(run id, job)`` pairs.
+        A record whose lock path cannot be opened is logged and left running."""
+        stale = []
+        for row in self.running(job):
+            run_id, name = int(row["id"]), str(row["job"])
+            try:
+                gone = run_is_stale(run_dir, name, run_id, held=held)
+            except OSError as exc:
+                log.warning("run %d of job %s: lock unusable, left running: %s", run_id,
+                            name, exc)
+                continue
+            if gone:
+                self.finish(run_id, status="failed", reason=reason, disk_after=None)
+                stale.append((run_id, name))
+        return stale
 
     def prune(self, job: str, *, keep_days: float, keep_runs: int,
               now: float | None = None) -> int:

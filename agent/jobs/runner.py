@@ -22,24 +22,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from agent.audit import PRIORITY_INFO, PRIORITY_WARNING, Auditor
 from agent.config import Config
-from agent.errors import AgentError, BadRequest, Conflict, Locked, NotFound
+from agent.errors import BadRequest, Conflict, Internal, Locked, NotFound
 from agent.hold import HoldStore
 from agent.host.disk import DiskReader
 from agent.host.model import DiskSample
-from agent.jobs.base import Job, JobContext, Step, StepResult, StepTimer, Trigger, run_status
-from agent.jobs.lock import JobLock, run_is_stale
+from agent.jobs.base import (
+    Job,
+    JobContext,
+    Step,
+    StepResult,
+    StepTimer,
+    Trigger,
+    execute_step,
+    run_status,
+)
+from agent.jobs.lock import JobLock
 from agent.jobs.records import RunRecords
 from agent.notify.events import AlertEvent, AlertLog
 
 log = logging.getLogger("vm-agent")
 
 INTERRUPTED = "interrupted"
+# How long a refused requester waits for the lock's new holder to name its run.
+OWNER_WAIT_S = 1.0
 
 
 class JobRunner:
@@ -110,17 +122,33 @@ class JobRunner:
         """Take the lock and insert the ``running`` record (or record the refusal and raise)."""
         base = {"job": ctx.job, "mode": ctx.mode, "dry_run": ctx.dry_run, "trigger": trigger,
                 "peer": peer, "pid": os.getpid()}
-        if not await asyncio.to_thread(lock.acquire):
-            running_id = self._running_id(lock)
+        if not await self._acquire(base, lock):
+            running_id = await asyncio.to_thread(self._running_id, lock)
             reason = f"already running (run {running_id})"
             skipped = await self._refused(base, reason)
             raise Conflict(f"job {ctx.job} is already running (run {running_id})",
                            {"running_run_id": running_id, "run_id": skipped})
         try:
             return await self._start(base, ctx, lock, destructive=job.destructive)
+        except sqlite3.Error as exc:  # store locked past its busy timeout, full, corrupt
+            lock.release()
+            raise Internal(f"job {ctx.job} not started: its run record could not be written "
+                           f"({type(exc).__name__}: {exc})") from exc
         except BaseException:
             lock.release()
             raise
+
+    async def _acquire(self, base: dict[str, Any], lock: JobLock) -> bool:
+        """``lock.acquire()``; a lock path that cannot be opened is a ``failed`` record, an
+        alert (real runs) and Internal (500) naming the path (``details.run_id``)."""
+        try:
+            return await asyncio.to_thread(lock.acquire)
+        except OSError as exc:
+            reason = f"cannot take the job lock {lock.path}: {exc}"
+            run_id = await self._refused(base, reason, status="failed")
+            if not base["dry_run"]:
+                self._alert(base["job"], run_id, reason)
+            raise Internal(f"job {base['job']}: {reason}", {"run_id": run_id}) from exc
 
     async def _start(self, base: dict[str, Any], ctx: JobContext, lock: JobLock, *,
                      destructive: bool) -> int:
@@ -143,21 +171,24 @@ class JobRunner:
         lock.set_owner(run_id)
         return run_id
 
-    async def _refused(self, base: dict[str, Any], reason: str) -> int:
-        run_id = await asyncio.to_thread(self._refuse_record, base, reason)
+    async def _refused(self, base: dict[str, Any], reason: str, *,
+                       status: str = "skipped") -> int:
+        run_id = await asyncio.to_thread(self._refuse_record, base, reason, status)
         self.auditor.action("job.refused", message=f"job {base['job']} refused: {reason}",
                             priority=PRIORITY_WARNING, run_id=run_id, reason=reason,
                             **_plain(base))
         return run_id
 
-    def _refuse_record(self, base: dict[str, Any], reason: str) -> int:
-        """Insert a ``skipped`` record and prune the job's old ones (one hop); its id."""
-        run_id = self.records.start(**base, status="skipped", reason=reason)
+    def _refuse_record(self, base: dict[str, Any], reason: str, status: str) -> int:
+        """Insert a finished (``skipped``) record and prune the job's old ones (one hop)."""
+        run_id = self.records.start(**base, status=status, reason=reason)
         self._prune(base["job"])
         return run_id
 
     def _running_id(self, lock: JobLock) -> int | None:
-        owner = lock.owner()
+        """The run holding ``lock`` (blocking: waits up to OWNER_WAIT_S for a holder that
+        has just taken it to name its run), else the job's newest ``running`` record."""
+        owner = lock.wait_owner(OWNER_WAIT_S)
         if owner and isinstance(owner.get("run_id"), int):
             return int(owner["run_id"])
         rows = self.records.running(lock.path.stem)
@@ -168,18 +199,23 @@ class JobRunner:
         status: str = "failed"
         reason: str | None = INTERRUPTED
         pruned = False
+        results: list[StepResult] = []
         try:
-            status, reason = await self._steps(job, ctx)
+            status, reason = await self._steps(job, ctx, results)
             after = await self._disks(ctx)
-            await asyncio.to_thread(self._close, ctx, status, reason, after)
+            await asyncio.to_thread(self._close, ctx, status, reason, after, results)
             pruned = True
         except asyncio.CancelledError:
-            self._finish_quietly(ctx.run_id, INTERRUPTED)
+            self._finish_quietly(ctx.run_id, INTERRUPTED, results)
             raise
         except Exception as exc:  # a runner bug must still close the record
             log.exception("job %s run %d: runner error", ctx.job, ctx.run_id)
             status, reason = "failed", f"runner error: {type(exc).__name__}: {exc}"
-            self._finish_quietly(ctx.run_id, reason)
+            self._finish_quietly(ctx.run_id, reason, results)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: the process is exiting
+            reason = f"{INTERRUPTED}: {type(exc).__name__}"
+            self._finish_quietly(ctx.run_id, reason, results)
+            raise
         finally:
             lock.release()
             if not pruned:
@@ -187,15 +223,19 @@ class JobRunner:
             self._after(ctx, status, reason)
 
     def _close(self, ctx: JobContext, status: str, reason: str | None,
-               after: tuple[DiskSample, ...]) -> None:
-        """Finish the record and prune the job's old ones, in one worker-thread hop (SQLite
-        writes are off the event loop).  Raises what ``finish`` raises."""
-        self.records.finish(ctx.run_id, status=status, reason=reason, disk_after=after)
+               after: tuple[DiskSample, ...], results: list[StepResult]) -> None:
+        """Finish the record (with any step not yet written) and prune the job's old ones,
+        in one worker-thread hop (SQLite writes are off the event loop).  Raises what
+        ``finish`` raises."""
+        self.records.finish(ctx.run_id, status=status, reason=reason, disk_after=after,
+                            steps=results)
         self._prune(ctx.job)
 
-    async def _steps(self, job: Job, ctx: JobContext) -> tuple[str, str | None]:
+    async def _steps(self, job: Job, ctx: JobContext,
+                     results: list[StepResult]) -> tuple[str, str | None]:
+        """Plan, then run every step, appending each result to ``results``."""
         before = await self._disks(ctx)
-        await asyncio.to_thread(self.records.set_disk_before, ctx.run_id, before)
+        await self._write(ctx, "disk usage before", self.records.set_disk_before, before)
         try:
             steps = await job.plan(ctx, ctx.mode)
         except Locked as exc:
@@ -203,37 +243,32 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s run %d: plan failed", ctx.job, ctx.run_id)
             return "failed", f"plan failed: {type(exc).__name__}: {exc}"
-        results = [await self._step(job, ctx, step) for step in steps]
+        for seq, step in enumerate(steps):
+            results.append(await self._step(job, ctx, step, seq))
         status = run_status(results)
         failed = [r.name for r in results if r.status == "failed"]
         return status, (f"{len(failed)} of {len(results)} steps failed: {', '.join(failed)}"
                         if failed else None)
 
-    async def _step(self, job: Job, ctx: JobContext, step: Step) -> StepResult:
+    async def _step(self, job: Job, ctx: JobContext, step: Step, seq: int) -> StepResult:
         with StepTimer() as timer:
-            result = await self._execute(job, ctx, step)
+            result = await execute_step(job, ctx, step, self.config.jobs.step_timeout_s)
         if not result.duration_s:
             result = replace(result, duration_s=timer.elapsed_s)
-        await asyncio.to_thread(self.records.add_step, ctx.run_id, result)
+        await self._write(ctx, f"step {step.name}", self.records.add_step, result, seq)
         ctx.action("job.step", message=f"{ctx.job} step {step.name}: planned {step.detail!r}, "
                    f"{result.status}", step=step.name, status=result.status,
                    freed_bytes=result.freed_bytes, error=result.error or "")
         return result
 
-    async def _execute(self, job: Job, ctx: JobContext, step: Step) -> StepResult:
-        timeout = self.config.jobs.step_timeout_s
+    async def _write(self, ctx: JobContext, what: str, write: Any, *args: Any) -> None:
+        """``write(ctx.run_id, *args)`` in a worker thread; a store that is locked or full
+        is logged and the run goes on (the steps are written again when it finishes)."""
         try:
-            async with asyncio.timeout(timeout):
-                return await job.execute(ctx, step, dry_run=ctx.dry_run)
-        except Locked as exc:
-            return StepResult(step.name, "skipped", detail=exc.message)
-        except TimeoutError:
-            return StepResult(step.name, "failed", error=f"timed out after {timeout:g} s")
-        except AgentError as exc:
-            return StepResult(step.name, "failed", error=f"{exc.code}: {exc.message}")
+            await asyncio.to_thread(write, ctx.run_id, *args)
         except Exception as exc:
-            log.exception("job %s step %s raised", ctx.job, step.name)
-            return StepResult(step.name, "failed", error=f"{type(exc).__name__}: {exc}")
+            log.warning("job %s run %d: %s not recorded yet: %s", ctx.job, ctx.run_id, what,
+                        exc)
 
     async def _disks(self, ctx: JobContext) -> tuple[DiskSample, ...]:
         try:
@@ -242,9 +277,11 @@ class JobRunner:
             log.warning("job %s: disk usage not measured: %s", ctx.job, exc)
             return ()
 
-    def _finish_quietly(self, run_id: int, reason: str) -> None:
+    def _finish_quietly(self, run_id: int, reason: str,
+                        results: list[StepResult] | None = None) -> None:
         try:
-            self.records.finish(run_id, status="failed", reason=reason, disk_after=None)
+            self.records.finish(run_id, status="failed", reason=reason, disk_after=None,
+                                steps=results or ())
         except Exception:
             log.exception("run %d: record could not be finished", run_id)
 
@@ -272,17 +309,10 @@ class JobRunner:
             log.exception("job %s: alert not recorded", job)
 
     def _mark_stale(self, job: str | None = None, *, held: JobLock | None = None) -> list[int]:
-        """Mark ``running`` records whose run is gone as failed/interrupted; returns their ids.
-
-        A record is stale when its job's lock is free, or held (by ``held`` or a live
-        process) for a different run.
-        """
-        stale = []
-        for row in self.records.running(job):
-            if run_is_stale(self.config.run_dir, row["job"], int(row["id"]), held=held):
-                self.records.finish(int(row["id"]), status="failed", reason=INTERRUPTED,
-                                    disk_after=None)
-                stale.append((int(row["id"]), str(row["job"])))
+        """Mark ``running`` records whose run is gone failed/interrupted (records.py
+        ``mark_stale``), one ``job.failed`` alert each; returns their ids."""
+        stale = self.records.mark_stale(self.config.run_dir, job, held=held,
+                                        reason=INTERRUPTED)
         for run_id, name in stale:
             self._alert(name, run_id, INTERRUPTED)
         return [run_id for run_id, _ in stale]
