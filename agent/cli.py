@@ -6,131 +6,33 @@ cannot be read, a read-only command is refused (403, 429, ...) or the
 command line is wrong; 2 when the agent refused or failed a command that
 changes something; for ``run``, 0 ok, 1 partial, 2 failed or refused (409, 423);
 for ``ollama impact``, 0/1/2 for the load's level OK/WARN/CRIT.
-``--json`` prints the envelope's ``data`` (or ``error``) as JSON.
+``--json`` prints the envelope's ``data`` (or ``error``) as JSON; when the agent cannot
+be reached or its answer cannot be read, ``{"code": "unreachable", "message", "details"}``.
+Ctrl-C exits 130 without a traceback; a closed pipe (``| head -1``) ends output quietly
+and keeps the exit status; another write error on stdout (a full disk) is UNKNOWN.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import errno
 import json
+import math
 import os
 import sys
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import aiohttp
-
-from agent import clifmt, prometheus
+from agent import clifmt, cliroutes
+from agent.cliclient import Unreachable, call
 
 DEFAULT_SOCKET = "/run/vm-agent/agent.sock"
 EXIT_OK, EXIT_WARN, EXIT_CRIT, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+MAX_TIMEOUT_S = 7 * 86400.0
 RUN_TIMEOUT_S = 6 * 3600.0
 RESTART_TIMEOUT_S = 3600.0
 OLLAMA_LOAD_TIMEOUT_S = 3700.0  # above ollama.load_timeout_s's maximum
 _STATUS_EXIT = {"OK": EXIT_OK, "WARN": EXIT_WARN, "CRIT": EXIT_CRIT}
-
-
-class Unreachable(Exception):
-    """The socket is missing, refuses us, or did not answer in time."""
-
-
-async def _request(socket_path: str, method: str, path: str, body: dict[str, Any] | None,
-                   timeout_s: float) -> tuple[int, dict[str, Any]]:
-    connector = aiohttp.UnixConnector(path=socket_path)
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    try:
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, \
-                session.request(method, f"http://localhost{path}", json=body) as resp:
-            return resp.status, await resp.json(content_type=None)
-    except aiohttp.ClientConnectorError as exc:
-        raise Unreachable(_connect_error(socket_path, exc.os_error)) from None
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise Unreachable(f"no usable answer from {socket_path}: {exc!r}") from None
-
-
-def _connect_error(socket_path: str, err: OSError) -> str:
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return (f"permission denied on {socket_path}: join the vm-agent group "
-                f"(or vm-agent-ops) and log in again")
-    if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
-        return (f"no agent socket at {socket_path} ({err.strerror}): is vm-agent.socket "
-                f"running? (systemctl status vm-agent.socket)")
-    return f"cannot connect to {socket_path}: {err.strerror or err}"
-
-
-def call(socket_path: str, method: str, path: str, body: dict[str, Any] | None = None, *,
-         timeout_s: float = 30.0) -> tuple[int, dict[str, Any]]:
-    """One request; returns (HTTP status, envelope).  Raises Unreachable."""
-    return asyncio.run(_request(socket_path, method, path, body, timeout_s))
-
-
-def _route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
-    if args.cmd == "health":
-        return "GET", "/v1/health", None
-    if args.cmd == "version":
-        return "GET", "/v1/version", None
-    if args.cmd == "hold":
-        if args.reason:
-            return "PUT", "/v1/hold", {"reason": " ".join(args.reason)}
-        return "GET", "/v1/hold", None
-    if args.cmd == "unhold":
-        return "DELETE", "/v1/hold", None
-    if args.cmd == "io":
-        return "GET", "/v1/io", None
-    if args.cmd == "score":
-        return "GET", "/v1/score", None
-    if args.cmd == "trend":
-        return "GET", f"/v1/metrics/trend/{args.kind}?range={args.range}", None
-    if args.cmd in ("run", "jobs", "runs"):
-        return _job_route(args)
-    if args.cmd in ("containers", "logs", "restart", "restart-unhealthy"):
-        return _container_route(args)
-    if args.cmd == "ollama":
-        return _ollama_route(args)
-    raise AssertionError(args.cmd)
-
-
-def _job_route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
-    """``run``/``jobs``/``runs``: the job runner's routes (PROTOCOL.md)."""
-    if args.cmd == "jobs":
-        return "GET", "/v1/jobs", None
-    job = urllib.parse.quote(args.job, safe="")
-    if args.cmd == "runs":
-        return "GET", f"/v1/jobs/{job}/runs?limit={args.limit}", None
-    body: dict[str, Any] = {"dry_run": args.dry_run, "wait": not args.no_wait,
-                            "trigger": args.trigger or _trigger()}
-    if args.mode:
-        body["mode"] = args.mode
-    return "POST", f"/v1/jobs/{job}/run", body
-
-
-def _container_route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
-    """``containers``/``logs``/``restart``/``restart-unhealthy`` (PROTOCOL.md)."""
-    if args.cmd == "containers":
-        query = {"filter": args.filter, **({"stack": args.stack} if args.stack else {})}
-        return "GET", "/v1/containers?" + urllib.parse.urlencode(query), None
-    if args.cmd == "restart-unhealthy":
-        return "POST", "/v1/containers/restart-unhealthy", None
-    name = urllib.parse.quote(args.name, safe="")
-    if args.cmd == "logs":
-        return "GET", f"/v1/containers/{name}/logs?tail={args.tail}", None
-    return "POST", f"/v1/containers/{name}/restart", None
-
-
-def _ollama_route(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
-    """``ollama models|loaded|impact M|load M [--force]|unload M`` (PROTOCOL.md)."""
-    sub = args.ollama_cmd
-    if sub in ("models", "loaded"):
-        return "GET", f"/v1/ollama/{sub}", None
-    if sub == "impact":
-        query = urllib.parse.urlencode({"model": args.model})
-        return "GET", f"/v1/ollama/load-impact?{query}", None
-    if sub == "load":
-        return "POST", "/v1/ollama/load", {"model": args.model, "force": args.force}
-    return "POST", "/v1/ollama/unload", {"model": args.model}
 
 
 def _ollama_parsers(sub: Any) -> None:
@@ -147,11 +49,6 @@ def _ollama_parsers(sub: Any) -> None:
             cmd.add_argument("--force", action="store_true", help="load even under the floor")
 
 
-def _trigger() -> str:
-    """``timer`` when started by systemd (a unit's ``INVOCATION_ID``, no terminal), else ``cli``."""
-    return "timer" if os.environ.get("INVOCATION_ID") and not sys.stdin.isatty() else "cli"
-
-
 def _run_exit(data: dict[str, Any]) -> int:
     """``run``: 0 ok (or started with --no-wait), 1 partial, 2 failed or skipped."""
     return {"ok": EXIT_OK, "running": EXIT_OK, "partial": EXIT_WARN}.get(
@@ -159,7 +56,16 @@ def _run_exit(data: dict[str, Any]) -> int:
 
 
 def _exit_status(args: argparse.Namespace, method: str, envelope: dict[str, Any]) -> int:
-    if not envelope.get("ok"):
+    """The exit status a reply gives; raises ``Unreachable`` when its data has the wrong shape."""
+    try:
+        return _status_of(args, method, envelope)
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise Unreachable(f"the agent's answer to {args.cmd} could not be read: {exc!r}") \
+            from None
+
+
+def _status_of(args: argparse.Namespace, method: str, envelope: dict[str, Any]) -> int:
+    if not envelope["ok"]:
         return EXIT_UNKNOWN if method == "GET" else EXIT_CRIT
     if args.cmd == "run":
         return _run_exit(envelope["data"])
@@ -173,29 +79,75 @@ def _exit_status(args: argparse.Namespace, method: str, envelope: dict[str, Any]
     return EXIT_OK
 
 
-def _print(args: argparse.Namespace, envelope: dict[str, Any]) -> None:
-    if not envelope.get("ok"):
-        err = envelope.get("error", {})
-        if args.json:
-            print(json.dumps(err, indent=2))
-        print(f"vm-agentctl: {err.get('code')}: {err.get('message')}", file=sys.stderr)
-        return
-    data = envelope["data"]
+def _texts(args: argparse.Namespace, envelope: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``(stdout, stderr)`` text of a reply; raises ``Unreachable`` when it cannot be rendered."""
+    if not envelope["ok"]:
+        err = envelope["error"]
+        return (json.dumps(err, indent=2) if args.json else None,
+                f"vm-agentctl: {err.get('code')}: {err.get('message')}")
     if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(clifmt.render(args.cmd, data))
+        return json.dumps(envelope["data"], indent=2), None
+    try:
+        return clifmt.render(args.cmd, envelope["data"]), None
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        raise Unreachable(f"the agent's answer to {args.cmd} could not be read: {exc!r}") \
+            from None
+
+
+def _emit(out: str | None, err: str | None, status: int) -> int:
+    """Print a reply; a closed pipe keeps ``status``, another write error is UNKNOWN."""
+    try:
+        if out is not None:
+            print(out, flush=True)
+    except BrokenPipeError:
+        _stdout_to_devnull()  # the reader left (| head -1): no error, no second failure at exit
+        return status
+    except OSError as exc:
+        _stdout_to_devnull()
+        print(f"vm-agentctl: UNKNOWN: cannot write the answer: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_UNKNOWN
+    if err is not None:
+        print(err, file=sys.stderr)
+    return status
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _unreachable(args: argparse.Namespace, message: str) -> int:
+    """UNKNOWN: the message on stderr; with ``--json`` also an error object on stdout."""
+    out = json.dumps({"code": "unreachable", "message": message,
+                      "details": {"socket": args.socket}}, indent=2) if args.json else None
+    return _emit(out, f"vm-agentctl: UNKNOWN: {message}", EXIT_UNKNOWN)
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``: a finite number of seconds, above 0, at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most "
+                                         f"{MAX_TIMEOUT_S:g}, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
+    from agent import prometheus  # imports aiohttp: inside main's Ctrl-C handling
+
     p = _Parser(prog="vm-agentctl", description="Query and drive vm-agent.",
                 epilog="exit status: 0 OK, 1 WARN, 2 CRIT (or a change refused/failed), "
                        "3 UNKNOWN (agent unreachable, a query refused, bad usage)")
     p.add_argument("--socket", default=os.environ.get("VMAGENT_SOCKET", DEFAULT_SOCKET),
                    help=f"agent socket (default $VMAGENT_SOCKET or {DEFAULT_SOCKET})")
     p.add_argument("--json", action="store_true", help="print the reply's data as JSON")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds to wait (default 30; 6 h for run)")
+    p.add_argument("--timeout", type=_seconds, default=None,
+                   help="seconds to wait, above 0 and at most a week (default 30; 6 h for run)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     sub.add_parser("health", help="the host sample; exit 0/1/2 for OK/WARN/CRIT")
     sub.add_parser("version", help="agent version, uptime and config digest")
@@ -276,26 +228,48 @@ _LIFT_WORDS = frozenset({"off", "clear", "release", "lift", "remove", "none", "s
                          "unset", "cancel", "delete", "no", "false", "0"})
 
 
-def _check_hold(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse ``hold off`` & co: it would *set* a hold whose reason is "off"."""
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``hold off`` & co (it would *set* a hold whose reason is "off") and arguments
+    that are not UTF-8 (they reach a URL or a JSON body; ``--socket`` is a file name)."""
     if args.cmd == "hold" and len(args.reason) == 1 and args.reason[0].lower() in _LIFT_WORDS:
         parser.error(f"'hold {args.reason[0]}' would set a hold with the reason "
                      f"{args.reason[0]!r}; to lift the hold: vm-agentctl unhold")
+    for name, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if name != "socket" and isinstance(text, str) and not _is_utf8(text):
+                parser.error(f"argument {name} is not valid UTF-8: {text!r}")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates (PEP 383)
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``vm-agentctl``; returns the exit status."""
+    """Entry point of ``vm-agentctl``; returns the exit status (130 on Ctrl-C)."""
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("vm-agentctl: interrupted (a request already sent may still be carried out)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     parser = _parser()
-    args = parser.parse_args(_json_first(sys.argv[1:] if argv is None else list(argv)))
-    _check_hold(parser, args)
-    method, path, body = _route(args)
+    args = parser.parse_args(_json_first(argv))
+    _check_args(parser, args)
+    method, path, body = cliroutes.route(args)
     try:
         _status, envelope = call(args.socket, method, path, body, timeout_s=_timeout(args))
+        status = _exit_status(args, method, envelope)
+        out, err = _texts(args, envelope)
     except Unreachable as exc:
-        print(f"vm-agentctl: UNKNOWN: {exc}", file=sys.stderr)
-        return EXIT_UNKNOWN
-    _print(args, envelope)
-    return _exit_status(args, method, envelope)
+        return _unreachable(args, str(exc))
+    return _emit(out, err, status)
 
 
 if __name__ == "__main__":

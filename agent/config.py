@@ -153,7 +153,8 @@ class DockerConfig:
                    pattern=r"(unix|tcp|ssh|npipe)://.+", env="DOCKER_HOST")
     timeout_s: float = _f(5.0, "timeout of one Docker API call, seconds", min=0.5, max=300)
     cgroup_root: str = _f("/sys/fs/cgroup", "where the cgroup filesystem is mounted; container "
-                          "memory use is read there (v1 or v2), not from Docker's stats API")
+                          "memory use is read there (v1 or v2), not from Docker's stats API",
+                          pattern=ABSOLUTE_PATH)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ class ScheduleConfig:
         ("/var/spool/cron/crontabs/root", "/etc/crontab"),
         "crontabs searched for the legacy '# bytelyst-vm-maintenance' block shown by GET "
         "/v1/jobs (a file named crontab or in cron.d is read in system format, with a user "
-        "field)")
+        "field)", pattern=ABSOLUTE_PATH)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` (key ``cleanup_weekly``, ``timezone``, ...) for a bad value."""
@@ -314,14 +315,15 @@ class CleanupConfig:
     journal_vacuum_time_s: float = _f(30 * 86400.0, "journal_vacuum: --vacuum-time, seconds "
                                       "(0: no age limit)", min=0)
     journal_directory: str = _f("", "journal_vacuum: vacuum only this folder (--directory); "
-                                "empty: the system journal (/var/log/journal, /run/log/journal)")
+                                "empty: the system journal (/var/log/journal, /run/log/journal)",
+                                pattern=r"(/.*)?")
     apt_autoremove_in: tuple[str, ...] = _f((), "modes in which the apt step also runs apt-get "
                                             "autoremove (opt-in: it removes packages, old "
                                             "kernels included, and needs write access to /usr "
                                             "and /boot that vm-agent.service does not grant; "
                                             "see docs/OPERATIONS.md)", choices=CLEANUP_MODES)
     apt_cache_dir: str = _f("/var/cache/apt", "apt's Dir::Cache (apt-get clean empties its "
-                            "archives/ and the package caches)")
+                            "archives/ and the package caches)", pattern=ABSOLUTE_PATH)
     path_retention: tuple[PathRetentionRule, ...] = _f((), "path_retention rules "
                                                        "{root, globs, days}")
     docker_timeout_s: float = _f(600.0, "timeout of one Docker call of a cleanup step (a prune "

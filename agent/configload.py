@@ -10,7 +10,7 @@ out, i.e. null) merges nothing.
 The result is built by walking the dataclasses with ``typing.get_type_hints``
 -- no per-key code.  Supported field types: nested dataclasses, ``bool``
 (only YAML ``true``/``false``), ``int`` (not bool), ``float`` (ints
-accepted, finite only), ``str``, ``X | None``, ``tuple[X, ...]`` (from a YAML
+accepted, finite only), ``str`` (no NUL), ``X | None``, ``tuple[X, ...]`` (from a YAML
 list) and ``dict[str, X]``.  YAML is read as PyYAML's safe loader with YAML
 1.2 booleans (``yes``/``no``/``on``/``off`` stay strings) and exponent floats
 without a dot (``2e9``).
@@ -252,6 +252,8 @@ def _scalar(value: Any, tp: type, path: KeyPath, ctx: _Context) -> Any:
         ctx.fail(path, f"expected {SCALAR_NAMES[tp]}, got {describe(value)}")
     if tp is float and not math.isfinite(typing.cast(float, value)):
         ctx.fail(path, f"expected a finite number, got {value}")
+    if tp is str and "\0" in typing.cast(str, value):      # no path or name holds one
+        ctx.fail(path, f"expected a string without NUL characters, got {describe(value)}")
     return value
 
 

@@ -3,8 +3,11 @@
 The loader is PyYAML's safe loader with two YAML 1.2 rules: only
 ``true``/``false`` (also ``True``, ``TRUE``, ...) are booleans, so ``yes``, ``no``, ``on``,
 ``off`` and ``NO`` stay strings; and a float may be written without a dot
-(``2e9``, ``1.5e9``), which YAML 1.1 would read as a string.  Duplicate keys
-in one mapping are an error rather than "last one wins".
+(``2e9``, ``1.5e9``), which YAML 1.1 would read as a string.  YAML 1.1's
+base-60 numbers are off: ``1:30`` is the string it looks like, not 90.  Duplicate
+keys in one mapping are an error rather than "last one wins"; so is a file that
+aliases expand past :data:`MAX_VALUES` values (a "billion laughs"), nesting deeper
+than Python's recursion limit, a control character or bytes that are not UTF-8.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ KeyPath = tuple[str | int, ...]
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
+_INT_TAG = "tag:yaml.org,2002:int"
+#: values (scalars, lists, mappings) one file may hold once its aliases are expanded
+MAX_VALUES = 100_000
+_INT_RE = re.compile(r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.X)  # PyYAML's, without base 60 (1:30)
 _FLOAT_RE = re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
     |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -36,6 +44,10 @@ class _Loader(yaml.SafeLoader):
 _Loader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in rs if tag not in (_BOOL_TAG, _FLOAT_TAG)]
     for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag != _INT_TAG]
+    for ch, rs in _Loader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_INT_TAG, _INT_RE, list("-+0123456789"))
 _Loader.add_implicit_resolver(
     _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_RE, list("-+0123456789."))
@@ -53,7 +65,10 @@ class Layer:
 def config_files(path: str | os.PathLike[str]) -> list[Path]:
     """``[path, *sorted(path.parent/"conf.d"/"*.yaml")]``: the files a load reads, in order.
 
-    Raises ``ConfigError`` when ``path`` is not a readable file.
+    Hidden names and names not ending in ``.yaml`` (``50-host.yaml~``, ``#x.yaml#``,
+    ``.x.yaml.swp``) are skipped.  Raises ``ConfigError`` when ``path`` is not a regular
+    file, when ``conf.d`` exists but is not a readable folder, or when one of its
+    ``*.yaml`` is not a regular file (a dangling symlink, a folder).
     """
     base = Path(path)
     if not base.is_file():
@@ -61,10 +76,21 @@ def config_files(path: str | os.PathLike[str]) -> list[Path]:
         raise ConfigError("", f"config file {why}: {base}")
     confd = base.parent / "conf.d"
     try:
-        extra = [p for p in confd.glob("*.yaml") if p.is_file() and not p.name.startswith(".")]
+        names = sorted(n for n in os.listdir(confd)
+                       if n.endswith(".yaml") and not n.startswith("."))
+    except FileNotFoundError:
+        return [base]
+    except NotADirectoryError:
+        raise ConfigError("", f"{confd} is not a folder (override files go in it: "
+                              f"{confd}/50-host.yaml)") from None
     except OSError as e:
         raise ConfigError("", f"cannot read {confd}: {e.strerror or e}") from None
-    return [base, *sorted(extra, key=lambda p: p.name)]
+    extra = [confd / n for n in names]
+    for p in extra:
+        if not p.is_file():
+            why = "is a folder" if p.is_dir() else "is not a regular file (a dangling link?)"
+            raise ConfigError("", f"config file {p} {why}")
+    return [base, *extra]
 
 
 def dotted(path: KeyPath) -> str:
@@ -81,18 +107,7 @@ def read_yaml(path: Path) -> Layer:
     Raises ``ConfigError`` when it cannot be read, is not YAML (``file:line:col``),
     has a duplicate key, or its top level is not a mapping (empty is fine).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError("", f"cannot read {path}: {e}") from None
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        data = None if node is None else loader.construct_document(node)
-    except yaml.YAMLError as e:
-        raise ConfigError("", _yaml_error(path, e)) from None
-    finally:
-        loader.dispose()
+    node, data = _parse(path, _read_text(path))
     if data is not None and not isinstance(data, dict):
         raise ConfigError("", f"{path}: the top level must be a mapping of sections, "
                               f"got a {type(data).__name__}")
@@ -100,6 +115,64 @@ def read_yaml(path: Path) -> Layer:
     if node is not None:
         _node_lines(node, (), layer, set())
     return layer
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError("", f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError("", f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); "
+                              "save the file as UTF-8") from None
+
+
+def _parse(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
+    """``(root node, data)`` of one YAML document; aliases counted before anything walks it."""
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)                   # the reader rejects control characters here
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_VALUES:
+            raise ConfigError("", f"{path}: more than {MAX_VALUES} values once YAML aliases "
+                                  "are expanded (an alias bomb?)")
+        return node, None if node is None else loader.construct_document(node)
+    except yaml.reader.ReaderError as e:
+        line = text[:e.position].count("\n") + 1
+        raise ConfigError("", f"{path}:{line}: YAML does not allow the control character "
+                              f"#x{e.character:04x} (write it as an escape in double quotes)"
+                          ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError("", _yaml_error(path, e)) from None
+    except RecursionError:
+        raise ConfigError("", f"{path}: YAML nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int | None]) -> int:
+    """Values under ``node`` with every alias expanded, computed once per node.
+
+    Raises ``yaml.YAMLError`` for a node that contains itself (``&a [*a]``).
+    """
+    if id(node) in memo:
+        size = memo[id(node)]
+        if size is None:
+            raise yaml.MarkedYAMLError(problem="an alias refers to a node that contains it",
+                                       problem_mark=node.start_mark)
+        return size
+    memo[id(node)] = None                        # being counted
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    memo[id(node)] = size = 1 + sum(_expanded_size(c, memo) for c in children)
+    return size
 
 
 def _yaml_error(path: Path, e: yaml.YAMLError) -> str:
