@@ -100,7 +100,7 @@ def _from_query(name: str, base: Any, value: str) -> Any:
             raise BadRequest(name, f"{name} must be true or false, got {value!r}")
         return _QUERY_BOOLS[value.lower()]
     if base is int:
-        if not re.fullmatch(r"-?[0-9]{1,18}", value):
+        if not re.fullmatch(r"-?[0-9]{1,1000}", value):  # a long one meets min/max below
             raise BadRequest(name, f"{name} must be an integer, got {value!r}")
         return int(value)
     if base is float:
@@ -121,6 +121,19 @@ def _check_type(name: str, base: Any, value: Any) -> None:
     if not ok:
         raise BadRequest(name, f"{name} must be {_TYPE_NAMES.get(base, base.__name__)}, "
                          f"got {type(value).__name__}")
+    if base is str and not _is_unicode(value):
+        raise BadRequest(name, f"{name} must be Unicode text (it holds a lone surrogate, "
+                         "e.g. from a \\udcxx escape of a byte that is not UTF-8)")
+
+
+def _is_unicode(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate (JSON's ``"\\ud800"`` escapes allow one):
+    it could not be written to the journal, SQLite or a terminal as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
