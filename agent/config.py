@@ -387,7 +387,8 @@ class TelegramConfig:
     timeout_s: float = _f(10.0, "timeout of one sendMessage request, seconds", min=1, max=120)
     retry_min_s: float = _f(10.0, "first retry delay after a failed send, seconds (doubles "
                             "per attempt)", min=1, max=3600)
-    retry_max_s: float = _f(1800.0, "longest retry delay, seconds", min=1, max=86400)
+    retry_max_s: float = _f(1800.0, "longest retry delay, seconds (a 429's retry_after is "
+                            "honoured up to max(this, 3600))", min=1, max=86400)
     max_attempts: int = _f(20, "failed sends after which a message is parked as dead (never "
                            "retried, later messages go on)", min=1, max=1000)
     give_up_after_s: float = _f(86400.0, "a message still unsent this many seconds after it "
@@ -410,7 +411,8 @@ class AlertsConfig:
                                 min=0, max=86400)
     poll_interval_s: float = _f(5.0, "seconds between checks for new alert events and due "
                                 "outbox messages", min=0.1, max=600)
-    host_name: str = _f("", "host name every message carries; empty: the system host name")
+    host_name: str = _f("", "host name every message carries; empty: the system host name",
+                        pattern=r"[^\x00-\x1f\x7f]{0,253}")
 
 
 @dataclass(frozen=True)

@@ -205,8 +205,18 @@ class Notifier:
         return sent
 
     async def _send(self, client: TelegramClient, msg: OutboxMessage) -> str:
-        """``"sent"``, ``"dead"`` (parked) or ``"retry"`` (transient failure)."""
-        parts = client.parts(msg.text)
+        """``"sent"``, ``"dead"`` (parked) or ``"retry"`` (transient failure).
+
+        A message that cannot be made into parts (a bug, not Telegram) is parked, so it
+        never holds back the messages behind it."""
+        try:
+            parts = client.parts(msg.text)
+        except Exception as exc:
+            log.exception("telegram: message %d (%s) cannot be prepared; parked as dead",
+                          msg.id, msg.kind)
+            await asyncio.to_thread(self.outbox.mark_dead, msg.id,
+                                    f"cannot be prepared: {type(exc).__name__}: {exc}")
+            return "dead"
         for index in range(msg.parts_sent, len(parts)):
             try:
                 await client.send_part(parts[index])
