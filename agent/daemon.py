@@ -146,6 +146,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"vm-agent: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if (unusable := _unusable_dir(cfg)) is not None:
+        print(f"vm-agent: configuration error: {unusable}", file=sys.stderr)
+        return EX_CONFIG
     try:
         sock, activated = acquire(cfg.server.socket, mode=cfg.server.socket_mode)
     except (SocketInUse, ListenFdsError, OSError) as exc:
@@ -159,6 +162,17 @@ def _serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(cfg.server.socket)
     return EX_OK
+
+
+def _unusable_dir(cfg: Config) -> str | None:
+    """Why ``state_dir`` or ``run_dir`` cannot be used (created when missing), else None:
+    e.g. a regular file there, which no restart can fix (exit 78)."""
+    for key, path in (("state_dir", cfg.state_dir), ("run_dir", cfg.run_dir)):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            return f"{key}: cannot use {path}: {exc.strerror or exc}"
+    return None
 
 
 def _config_path(given: str | None) -> str | None:
