@@ -45,13 +45,11 @@ from agent.jobs.base import (
 )
 from agent.jobs.lock import JobLock
 from agent.jobs.records import RunRecords
-from agent.notify.events import AlertEvent, AlertLog
+from agent.jobs.runbook import INTERRUPTED, RunBook
+from agent.notify.events import AlertLog
 
 log = logging.getLogger("vm-agent")
 
-INTERRUPTED = "interrupted"
-# How long a refused requester waits for the lock's new holder to name its run.
-OWNER_WAIT_S = 1.0
 
 
 class JobRunner:
@@ -68,6 +66,7 @@ class JobRunner:
         self.alerts = alerts
         self.services = services
         self._disk_reader = DiskReader(config.jobs.disk_timeout_s)
+        self.book = RunBook(records, config, alerts)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def job(self, name: str) -> Job:
@@ -123,7 +122,7 @@ class JobRunner:
         base = {"job": ctx.job, "mode": ctx.mode, "dry_run": ctx.dry_run, "trigger": trigger,
                 "peer": peer, "pid": os.getpid()}
         if not await self._acquire(base, lock):
-            running_id = await asyncio.to_thread(self._running_id, lock)
+            running_id = await asyncio.to_thread(self.book.running_id, lock)
             reason = f"already running (run {running_id})"
             skipped = await self._refused(base, reason)
             raise Conflict(f"job {ctx.job} is already running (run {running_id})",
@@ -147,7 +146,7 @@ class JobRunner:
             reason = f"cannot take the job lock {lock.path}: {exc}"
             run_id = await self._refused(base, reason, status="failed")
             if not base["dry_run"]:
-                self._alert(base["job"], run_id, reason)
+                self.book.alert(base["job"], run_id, reason)
             raise Internal(f"job {base['job']}: {reason}", {"run_id": run_id}) from exc
 
     async def _start(self, base: dict[str, Any], ctx: JobContext, lock: JobLock, *,
@@ -158,41 +157,18 @@ class JobRunner:
                 skipped = await self._refused(base, f"hold active: {hold.reason}")
                 raise Locked(f"maintenance hold active ({hold.reason}); job {ctx.job} refused "
                              "(a dry-run is allowed)", {"hold": hold.to_wire(), "run_id": skipped})
-        run_id = await asyncio.to_thread(self._begin, base, lock)
+        run_id = await asyncio.to_thread(self.book.begin, base, lock)
         self.auditor.action("job.start", message=f"job {ctx.job} ({ctx.mode}) started, run "
                             f"{run_id}", run_id=run_id, **_plain(base))
         return run_id
 
-    def _begin(self, base: dict[str, Any], lock: JobLock) -> int:
-        """In one worker-thread hop: mark the job's stale runs, insert the ``running`` record,
-        name it in the held ``lock``; its run id."""
-        self._mark_stale(base["job"], held=lock)
-        run_id = self.records.start(**base)
-        lock.set_owner(run_id)
-        return run_id
-
     async def _refused(self, base: dict[str, Any], reason: str, *,
                        status: str = "skipped") -> int:
-        run_id = await asyncio.to_thread(self._refuse_record, base, reason, status)
+        run_id = await asyncio.to_thread(self.book.refuse_record, base, reason, status)
         self.auditor.action("job.refused", message=f"job {base['job']} refused: {reason}",
                             priority=PRIORITY_WARNING, run_id=run_id, reason=reason,
                             **_plain(base))
         return run_id
-
-    def _refuse_record(self, base: dict[str, Any], reason: str, status: str) -> int:
-        """Insert a finished (``skipped``) record and prune the job's old ones (one hop)."""
-        run_id = self.records.start(**base, status=status, reason=reason)
-        self._prune(base["job"])
-        return run_id
-
-    def _running_id(self, lock: JobLock) -> int | None:
-        """The run holding ``lock`` (blocking: waits up to OWNER_WAIT_S for a holder that
-        has just taken it to name its run), else the job's newest ``running`` record."""
-        owner = lock.wait_owner(OWNER_WAIT_S)
-        if owner and isinstance(owner.get("run_id"), int):
-            return int(owner["run_id"])
-        rows = self.records.running(lock.path.stem)
-        return int(rows[-1]["id"]) if rows else None
 
     async def _work(self, job: Job, ctx: JobContext, lock: JobLock) -> None:
         """The run itself; always finishes the record and releases the lock."""
@@ -203,33 +179,24 @@ class JobRunner:
         try:
             status, reason = await self._steps(job, ctx, results)
             after = await self._disks(ctx)
-            await asyncio.to_thread(self._close, ctx, status, reason, after, results)
+            await asyncio.to_thread(self.book.close, ctx, status, reason, after, results)
             pruned = True
         except asyncio.CancelledError:
-            self._finish_quietly(ctx.run_id, INTERRUPTED, results)
+            self.book.finish_quietly(ctx.run_id, INTERRUPTED, results)
             raise
         except Exception as exc:  # a runner bug must still close the record
             log.exception("job %s run %d: runner error", ctx.job, ctx.run_id)
             status, reason = "failed", f"runner error: {type(exc).__name__}: {exc}"
-            self._finish_quietly(ctx.run_id, reason, results)
+            self.book.finish_quietly(ctx.run_id, reason, results)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: the process is exiting
             reason = f"{INTERRUPTED}: {type(exc).__name__}"
-            self._finish_quietly(ctx.run_id, reason, results)
+            self.book.finish_quietly(ctx.run_id, reason, results)
             raise
         finally:
             lock.release()
             if not pruned:
-                self._prune(ctx.job)
+                self.book.prune(ctx.job)
             self._after(ctx, status, reason)
-
-    def _close(self, ctx: JobContext, status: str, reason: str | None,
-               after: tuple[DiskSample, ...], results: list[StepResult]) -> None:
-        """Finish the record (with any step not yet written) and prune the job's old ones,
-        in one worker-thread hop (SQLite writes are off the event loop).  Raises what
-        ``finish`` raises."""
-        self.records.finish(ctx.run_id, status=status, reason=reason, disk_after=after,
-                            steps=results)
-        self._prune(ctx.job)
 
     async def _steps(self, job: Job, ctx: JobContext,
                      results: list[StepResult]) -> tuple[str, str | None]:
@@ -245,6 +212,10 @@ class JobRunner:
             return "failed", f"plan failed: {type(exc).__name__}: {exc}"
         for seq, step in enumerate(steps):
             results.append(await self._step(job, ctx, step, seq))
+        if results and all(r.status == "skipped" for r in results) and \
+                (hold := self.hold.get()).active:  # set after the run started
+            return "skipped", f"hold active: {hold.reason} (set during the run; every step " \
+                "skipped)"
         status = run_status(results)
         failed = [r.name for r in results if r.status == "failed"]
         return status, (f"{len(failed)} of {len(results)} steps failed: {', '.join(failed)}"
@@ -277,49 +248,16 @@ class JobRunner:
             log.warning("job %s: disk usage not measured: %s", ctx.job, exc)
             return ()
 
-    def _finish_quietly(self, run_id: int, reason: str,
-                        results: list[StepResult] | None = None) -> None:
-        try:
-            self.records.finish(run_id, status="failed", reason=reason, disk_after=None,
-                                steps=results or ())
-        except Exception:
-            log.exception("run %d: record could not be finished", run_id)
-
-    def _prune(self, job: str) -> None:
-        try:
-            self.records.prune(job, keep_days=self.config.jobs.keep_days,
-                               keep_runs=self.config.jobs.keep_runs)
-        except Exception:
-            log.exception("job %s: run records not pruned", job)
-
     def _after(self, ctx: JobContext, status: str, reason: str | None) -> None:
         ctx.action("job.finish", message=f"job {ctx.job} run {ctx.run_id} {status}"
                    + (f": {reason}" if reason else ""), status=status, reason=reason or "",
                    priority=PRIORITY_INFO if status == "ok" else PRIORITY_WARNING)
         if status == "failed" and not ctx.dry_run:  # a dry-run only reports
-            self._alert(ctx.job, ctx.run_id, reason)
-
-    def _alert(self, job: str, run_id: int, reason: str | None) -> None:
-        if self.alerts is None:
-            return
-        try:
-            self.alerts.emit(AlertEvent("job.failed", job, "WARN",
-                                        f"job {job} run {run_id} failed: {reason}"))
-        except Exception:
-            log.exception("job %s: alert not recorded", job)
-
-    def _mark_stale(self, job: str | None = None, *, held: JobLock | None = None) -> list[int]:
-        """Mark ``running`` records whose run is gone failed/interrupted (records.py
-        ``mark_stale``), one ``job.failed`` alert each; returns their ids."""
-        stale = self.records.mark_stale(self.config.run_dir, job, held=held,
-                                        reason=INTERRUPTED)
-        for run_id, name in stale:
-            self._alert(name, run_id, INTERRUPTED)
-        return [run_id for run_id, _ in stale]
+            self.book.alert(ctx.job, ctx.run_id, reason)
 
     async def recover_stale(self) -> list[int]:
         """At start-up: mark every interrupted run failed/interrupted; returns their ids."""
-        recovered = await asyncio.to_thread(self._mark_stale)
+        recovered = await asyncio.to_thread(self.book.mark_stale)
         if recovered:
             log.warning("marked interrupted runs as failed: %s", recovered)
         return recovered
