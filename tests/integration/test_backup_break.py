@@ -8,6 +8,9 @@ Remotes are local paths or a smart-HTTP server on 127.0.0.1 (``git
 http-backend`` behind a tiny http.server, started and stopped by the test).
 """
 
+# The fixture kit is test_backup_repair's, imported: its parameters "redefine" it.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import asyncio
@@ -15,30 +18,21 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_backup_repair import (
+from tests.integration.test_backup_repair import (  # noqa: F401  (kit: a fixture)
     Kit,
     before_after,
+    kit,
     make_kit,
     snapshot,
     step,
 )
 from tests.unit.test_backup_classify import commit, git
-
-
-@pytest.fixture
-async def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Kit]:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    k = make_kit(tmp_path)
-    yield k
-    await k.runner.close()
 
 
 def repoint(kit: Kit, path: str | Path, **kw: object) -> None:

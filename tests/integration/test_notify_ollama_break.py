@@ -6,10 +6,11 @@ a flood of 500 alerts under a rate limit with a restart half-way, and the
 token file missing or readable by everyone.  Ollama: local aiohttp servers
 answering 404 pages that are not Ollama's, and an answer of tens of MB.
 """
+# The fixtures bot and kit are test_telegram's, imported: their parameters "redefine" them.
+# ruff: noqa: F811
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import urllib.parse
@@ -19,42 +20,22 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from agent.audit import Auditor
 from agent.errors import NotFound, UpstreamUnavailable
-from agent.journal import JournalWriter
-from agent.notify.events import AlertLog
 from agent.notify.outbox import Outbox
 from agent.notify.telegram import load_token
 from agent.ollama import MAX_ANSWER_BYTES, OllamaClient
-from agent.store import Store
-from tests.integration.test_telegram import HOST, TOKEN, BotApi, Clock, Kit, dump
+from tests.integration.test_telegram import (  # noqa: F401  (bot, kit: fixtures)
+    HOST,
+    TOKEN,
+    BotApi,
+    Clock,
+    Kit,
+    bot,
+    dump,
+    kit,
+)
 
 SECRET = TOKEN.split(":")[1]
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[BotApi]:
-    bot = BotApi()
-    app = web.Application()
-    app.router.add_post("/bot{token}/sendMessage", bot.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    bot.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield bot
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def tk(tmp_path: Path) -> AsyncIterator[Kit]:
-    store = Store(tmp_path / "state")
-    auditor = Auditor(JournalWriter(socket_path=str(tmp_path / "no.sock"), stream=io.StringIO()))
-    made = Kit(tmp_path, store, AlertLog(store, auditor), Clock())
-    yield made
-    for notifier in made.made:
-        await notifier.stop()
-    store.close()
 
 
 def retry_after(seconds: float) -> tuple[int, dict[str, object]]:
@@ -65,54 +46,54 @@ def retry_after(seconds: float) -> tuple[int, dict[str, object]]:
 
 # --- Telegram: the clock ------------------------------------------------------------------
 
-async def test_clock_stepping_back_does_not_stall_delivery(api: BotApi, tk: Kit) -> None:
-    notifier = tk.notifier(api.url)
-    api.script = [retry_after(1)]
-    Outbox(tk.store).enqueue("first", kind="alert", at=tk.clock.now)
+async def test_clock_stepping_back_does_not_stall_delivery(bot: BotApi, kit: Kit) -> None:
+    notifier = kit.notifier(bot.url)
+    bot.script = [retry_after(1)]
+    Outbox(kit.store).enqueue("first", kind="alert", at=kit.clock.now)
     await notifier.run_once()
-    assert api.accepted == []
-    tk.clock.now -= 86_400  # NTP steps the VM's clock back a day
+    assert bot.accepted == []
+    kit.clock.now -= 86_400  # NTP steps the VM's clock back a day
     await notifier.run_once()
-    assert api.texts() == [f"<b>{HOST}</b>\nfirst"]
+    assert bot.texts() == [f"<b>{HOST}</b>\nfirst"]
 
 
 async def test_clock_stepped_back_before_a_restart_does_not_stall_delivery(
-        api: BotApi, tk: Kit) -> None:
-    api.script = [retry_after(1)]
-    Outbox(tk.store).enqueue("first", kind="alert", at=tk.clock.now)
-    await tk.notifier(api.url).run_once()
-    tk.clock.now -= 86_400
-    await tk.notifier(api.url).run_once()  # a new process: only the stored next_at is left
-    assert api.texts() == [f"<b>{HOST}</b>\nfirst"]
+        bot: BotApi, kit: Kit) -> None:
+    bot.script = [retry_after(1)]
+    Outbox(kit.store).enqueue("first", kind="alert", at=kit.clock.now)
+    await kit.notifier(bot.url).run_once()
+    kit.clock.now -= 86_400
+    await kit.notifier(bot.url).run_once()  # a new process: only the stored next_at is left
+    assert bot.texts() == [f"<b>{HOST}</b>\nfirst"]
 
 
-async def test_an_absurd_retry_after_is_capped(api: BotApi, tk: Kit) -> None:
-    notifier = tk.notifier(api.url)
-    api.script = [retry_after(10**9)]  # ~31 years: every later message would wait too
-    Outbox(tk.store).enqueue("first", kind="alert", at=tk.clock.now)
+async def test_an_absurd_retry_after_is_capped(bot: BotApi, kit: Kit) -> None:
+    notifier = kit.notifier(bot.url)
+    bot.script = [retry_after(10**9)]  # ~31 years: every later message would wait too
+    Outbox(kit.store).enqueue("first", kind="alert", at=kit.clock.now)
     await notifier.run_once()
-    [row] = tk.store.query("SELECT next_at FROM outbox")
-    assert row["next_at"] == tk.clock.now + 3600
-    tk.clock.now += 3600
+    [row] = kit.store.query("SELECT next_at FROM outbox")
+    assert row["next_at"] == kit.clock.now + 3600
+    kit.clock.now += 3600
     await notifier.run_once()
-    assert len(api.accepted) == 1
+    assert len(bot.accepted) == 1
 
 
 # --- Telegram: the token ------------------------------------------------------------------
 
 async def test_token_echoed_percent_encoded_is_redacted(
-        api: BotApi, tk: Kit, caplog: pytest.LogCaptureFixture) -> None:
+        bot: BotApi, kit: Kit, caplog: pytest.LogCaptureFixture) -> None:
     async def echo_quoted(request: web.Request) -> web.Response:
         path = urllib.parse.quote(request.path, safe="/")  # ':' -> '%3A', as a proxy may
         return web.json_response({"ok": False, "error_code": 502,
                                   "description": f"Bad Gateway {path}"}, status=502)
-    api.hook = echo_quoted
-    notifier = tk.notifier(api.url)
-    Outbox(tk.store).enqueue("x", kind="alert", at=tk.clock.now)
+    bot.hook = echo_quoted
+    notifier = kit.notifier(bot.url)
+    Outbox(kit.store).enqueue("x", kind="alert", at=kit.clock.now)
     with caplog.at_level(logging.DEBUG):
         await notifier.run_once()
     assert "Bad Gateway" in caplog.text
-    assert SECRET not in caplog.text + dump(tk.store)
+    assert SECRET not in caplog.text + dump(kit.store)
 
 
 def test_a_configured_token_file_that_is_missing_is_warned_about(
@@ -139,14 +120,14 @@ def test_a_world_readable_token_file_is_warned_about_never_logged(
 
 
 async def test_a_group_upgraded_to_a_supergroup_names_the_new_chat_id(
-        api: BotApi, tk: Kit, caplog: pytest.LogCaptureFixture) -> None:
-    api.script = [(400, {"ok": False, "error_code": 400,
+        bot: BotApi, kit: Kit, caplog: pytest.LogCaptureFixture) -> None:
+    bot.script = [(400, {"ok": False, "error_code": 400,
                          "description": "Bad Request: group chat was upgraded to a supergroup "
                                         "chat", "parameters": {"migrate_to_chat_id": -1001234}})]
-    Outbox(tk.store).enqueue("x", kind="alert", at=tk.clock.now)
+    Outbox(kit.store).enqueue("x", kind="alert", at=kit.clock.now)
     with caplog.at_level(logging.WARNING):
-        await tk.notifier(api.url).run_once()
-    [row] = tk.store.query("SELECT status, last_error FROM outbox")
+        await kit.notifier(bot.url).run_once()
+    [row] = kit.store.query("SELECT status, last_error FROM outbox")
     assert row["status"] == "dead"  # documented: a 400 other than a parse error parks it
     assert "telegram.chat_id to -1001234" in row["last_error"]
     assert "telegram.chat_id to -1001234" in caplog.text
@@ -171,24 +152,24 @@ class RateLimit:
 
 
 async def test_a_flood_of_500_alerts_with_a_restart_arrives_once_each(
-        api: BotApi, tk: Kit) -> None:
-    first = tk.notifier(api.url)
+        bot: BotApi, kit: Kit) -> None:
+    first = kit.notifier(bot.url)
     first.baseline()
     for i in range(500):
-        tk.emit(f"c{i:03d}", "CRIT")
-    api.hook = RateLimit(tk.clock)
+        kit.emit(f"c{i:03d}", "CRIT")
+    bot.hook = RateLimit(kit.clock)
     await first.run_once()
     await first.run_once()
     await first.stop()  # the agent restarts with most of the flood unsent
-    second = tk.notifier(api.url)
+    second = kit.notifier(bot.url)
     await second.start()
     await second.stop()  # start() only takes the baseline; drive the passes by hand
     for _ in range(2000):
         if second.stats()["pending"] == 0:
             break
-        tk.clock.now += 5
+        kit.clock.now += 5
         await second.run_once()
-    subjects = [t.split("\n")[1].rsplit(" ", 1)[1] for t in api.texts()]
+    subjects = [t.split("\n")[1].rsplit(" ", 1)[1] for t in bot.texts()]
     assert sorted(subjects) == [f"c{i:03d}" for i in range(500)]  # each once, none lost
     assert second.stats()["dead"] == 0
 

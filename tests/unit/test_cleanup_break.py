@@ -16,14 +16,7 @@ import pytest
 from agent.config import CleanupConfig, CleanupModes, PathRetentionRule
 from agent.jobs import cleanup_files as cf
 from agent.jobs import cleanup_steps as host
-
-
-def old_file(path: Path, size: int, *, days: float) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(os.urandom(size))
-    stamp = time.time() - days * 86400
-    os.utime(path, (stamp, stamp))
-    return path
+from tests.integration.test_cleanup import old_file
 
 
 def config(*rules: PathRetentionRule) -> CleanupConfig:

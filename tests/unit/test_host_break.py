@@ -4,6 +4,9 @@ Each test below named in the report failed before its fix in agent/host/; the
 others pin behaviour the attack found correct (they fail if it regresses).
 """
 
+# The fixture samplers is test_sampler's, imported: its parameters "redefine" it.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +17,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,7 @@ from agent.host.meminfo import memory_sample, parse_meminfo
 from agent.host.model import DiskSample, DockerSummary, HostReadError
 from agent.host.procstat import CpuTimes, cpu_sample, cpu_shares, parse_stat, read_stat
 from agent.host.sampler import HostSampler
+from tests.unit.test_sampler import samplers  # noqa: F401  (a fixture)
 
 SLACK_S = 0.2
 REPO = Path(__file__).resolve().parents[2]
@@ -64,12 +68,6 @@ async def healthy() -> DockerSummary:
     return DockerSummary(available=True)
 
 
-@pytest.fixture
-async def samplers() -> AsyncIterator[list[HostSampler]]:
-    made: list[HostSampler] = []
-    yield made
-    for sampler in made:
-        await sampler.stop()
 
 
 def strict_json(text: str) -> object:
