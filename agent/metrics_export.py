@@ -1,11 +1,12 @@
 """The agent's own metrics, written for node_exporter's textfile collector.
 
 Every ``metrics.interval_s`` the agent writes ``metrics.textfile`` (empty:
-off) with prometheus-client's ``write_to_textfile`` (a temporary file
-renamed over the target: a scrape never sees a partial file).  The service
-runs with ``UMask=0027`` and node_exporter runs as another user, so the
-file is written under ``<textfile>.staging`` (not ``*.prom``: the collector
-ignores it), made 0644, then renamed over ``<textfile>``.
+off) in prometheus-client's text format (``generate_latest``): written to a
+temporary file in the same folder (``.<name>.XXXX.staging``, made by
+``mkstemp``: not ``*.prom``, so the collector ignores it; never a planted
+symlink), made 0644 through its descriptor (the service runs with
+``UMask=0027`` and node_exporter as another user), then renamed over
+``<textfile>``: a scrape never sees a partial file.
 
 Series (all gauges unless ``_total``):
 
@@ -41,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -172,13 +174,23 @@ def _registry(snap: Snapshot) -> Any:
 
 def write_textfile(path: str, snap: Snapshot) -> None:
     """Write ``snap`` to ``path`` atomically, mode 0644.  Raises OSError (missing folder,
-    read-only file system).  Blocking."""
-    from prometheus_client import write_to_textfile
+    read-only file system, disk full: the old file stays, no temporary is left).  Blocking.
 
-    staging = path + ".staging"
-    write_to_textfile(staging, _registry(snap))
-    os.chmod(staging, FILE_MODE)
-    os.replace(staging, path)
+    The temporary file is made with ``mkstemp`` (``O_EXCL``, a random name, so a symlink
+    planted in the folder is never followed) and chmod-ed through its descriptor.
+    """
+    body = render(snap)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, staging = tempfile.mkstemp(prefix=f".{name}.", suffix=".staging", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
+            f.write(body)
+        os.replace(staging, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
 
 
 async def gather(services: Services, *, io_wait_s: float = 5.0) -> Snapshot:
@@ -261,6 +273,10 @@ class MetricsExporter:
             except OSError as err:  # the text without the temporary file's name
                 self._note(f"{self.path}: {err.strerror or err}")
             except AgentError as err:
+                self._note(f"{self.path}: {err}")
+            except Exception as err:  # e.g. sqlite3 "database is locked": the loop goes on
+                if f"{self.path}: {err}" != self.last_error:
+                    log.exception("metrics textfile: unexpected error")
                 self._note(f"{self.path}: {err}")
             await asyncio.sleep(self.interval_s)
 

@@ -9,10 +9,13 @@ API: ``GET /api/v1/query`` and ``GET /api/v1/query_range``
 (https://prometheus.io/docs/prometheus/latest/querying/api/).  Errors are
 mapped once, in :func:`_get`:
 
-* ``prometheus.url`` empty, connection refused, a body that is not the API's
-  JSON, ``status: "error"`` with ``errorType`` ``bad_data``, ``execution``,
-  ``internal``, ``unavailable`` ... -> :class:`UpstreamUnavailable` (503,
-  ``details: {upstream: "prometheus", error_type}``);
+* ``prometheus.url`` empty (``not_configured``), connection refused
+  (``unreachable``), a body that is not the API's JSON or a ``success`` without
+  the result shape the API documents (``bad_response``, e.g. a proxy's HTML
+  page), an answer over :data:`MAX_BODY_BYTES` (``too_large``; never held
+  whole in memory), ``status: "error"`` with ``errorType`` ``bad_data``,
+  ``execution``, ``internal``, ``unavailable`` ... -> :class:`UpstreamUnavailable`
+  (503, ``details: {upstream: "prometheus", error_type}``);
 * no answer within ``timeout_s``, or ``errorType`` ``timeout``/``canceled``
   -> :class:`UpstreamTimeout` (504).
 
@@ -21,6 +24,7 @@ An error is never turned into an empty result.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -47,6 +51,9 @@ NICE_STEPS_S: Final[tuple[int, ...]] = (
     15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 14400, 21600, 43200, 86400)
 #: rate() window floor: >= 4 scrape intervals of a 15 s-1 min node_exporter scrape.
 MIN_RATE_WINDOW_S = 300
+#: The largest answer read (decompressed): the named queries give a few hundred series
+#: of at most 400 points (~30 bytes each) at most.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Filesystems that are not disks (node_exporter reports them too).
 PSEUDO_FS = "tmpfs|devtmpfs|overlay|squashfs|nsfs|ramfs|autofs|proc|sysfs"
 
@@ -139,23 +146,56 @@ def _error(body: Any, http_status: int) -> UpstreamUnavailable | UpstreamTimeout
     return UpstreamUnavailable(UPSTREAM, message, error_type=kind, http_status=http_status)
 
 
+def _bad_response(what: str, http_status: int) -> UpstreamUnavailable:
+    return UpstreamUnavailable(UPSTREAM, f"not a Prometheus API answer ({what}, HTTP "
+                               f"{http_status})", error_type="bad_response",
+                               http_status=http_status)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """The body, or UpstreamUnavailable ``too_large`` past :data:`MAX_BODY_BYTES`."""
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise UpstreamUnavailable(
+                UPSTREAM, f"answer larger than {MAX_BODY_BYTES // 2**20} MiB",
+                error_type="too_large", http_status=resp.status)
+    return bytes(body)
+
+
 async def _get(session: aiohttp.ClientSession, url: str, path: str, params: dict[str, str],
-               timeout_s: float) -> Any:
-    """``data`` of one API call; raises as the module docstring says."""
+               timeout_s: float) -> dict[str, Any]:
+    """``data`` of one API call (an object); raises as the module docstring says."""
     if not url:
         raise UpstreamUnavailable(UPSTREAM, NOT_CONFIGURED, error_type="not_configured")
     try:
         async with session.get(f"{url.rstrip('/')}{path}", params=params,
                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            status, body = resp.status, await resp.json(content_type=None)
+            status, raw = resp.status, await _read_capped(resp)
     except TimeoutError:
         raise UpstreamTimeout(UPSTREAM, f"no answer in {timeout_s:g} s") from None
-    except (aiohttp.ClientError, ValueError) as exc:
+    except aiohttp.ClientError as exc:
         raise UpstreamUnavailable(UPSTREAM, f"{type(exc).__name__}: {exc}",
                                   error_type="unreachable") from None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
     if not isinstance(body, dict) or body.get("status") != "success":
         raise _error(body, status)
-    return body.get("data")
+    data = body.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("result"), list):
+        raise _bad_response("no data.result", status)
+    return data
+
+
+def _checked(data: dict[str, Any], result_type: str) -> list[dict[str, Any]]:
+    """``data.result`` when ``data.resultType`` is ``result_type``, else bad_response."""
+    if data.get("resultType") != result_type or not all(
+            isinstance(r, dict) and isinstance(r.get("metric"), dict) for r in data["result"]):
+        raise _bad_response(f"expected a {result_type}", 200)
+    return list(data["result"])
 
 
 async def query(session: aiohttp.ClientSession, url: str, expr: str, at: float,
@@ -166,7 +206,7 @@ async def query(session: aiohttp.ClientSession, url: str, expr: str, at: float,
     """
     data = await _get(session, url, "/api/v1/query",
                       {"query": expr, "time": f"{at:.3f}"}, timeout_s)
-    return list(data["result"])
+    return _checked(data, "vector")
 
 
 async def query_range(session: aiohttp.ClientSession, url: str, expr: str, *, start: float,
@@ -177,22 +217,29 @@ async def query_range(session: aiohttp.ClientSession, url: str, expr: str, *, st
     """
     params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s}"}
     data = await _get(session, url, "/api/v1/query_range", params, timeout_s)
-    return list(data["result"])
+    return _checked(data, "matrix")
 
 
-def points(values: list[list[Any]]) -> list[list[float]]:
+def points(values: Any) -> list[list[float]]:
     """``[[unix_s, value], ...]`` from the API's ``[[t, "v"], ...]``; NaN and +-Inf (e.g.
-    0/0 on an empty filesystem) are dropped: JSON cannot carry them."""
+    0/0 on an empty filesystem) are dropped: JSON cannot carry them.
+
+    Raises UpstreamUnavailable (``bad_response``) for a pair that is not two numbers.
+    """
     out = []
-    for t, v in values:
-        value = float(v)
-        if math.isfinite(value):
-            out.append([float(t), value])
+    try:
+        for t, v in values:
+            value, at = float(v), float(t)
+            if math.isfinite(value) and math.isfinite(at):
+                out.append([at, value])
+    except (TypeError, ValueError):
+        raise _bad_response("a point that is not [time, value]", 200) from None
     return out
 
 
 def series(result: list[dict[str, Any]], q: NamedQuery) -> list[dict[str, Any]]:
-    """``[{name, points}]`` of one query's matrix, sorted by name."""
+    """``[{name, points}]`` of one query's matrix (from :func:`query_range`), sorted by
+    name.  Raises UpstreamUnavailable (``bad_response``) for malformed points."""
     rows = [{"name": str(r["metric"].get(q.label, "?")) if q.label else q.name,
-             "points": points(r["values"])} for r in result]
+             "points": points(r.get("values"))} for r in result]
     return sorted(rows, key=lambda r: str(r["name"]))

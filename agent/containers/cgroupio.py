@@ -21,6 +21,10 @@ Sources (kernel documentation):
   configuration") the throttle counters stay 0 until some throttle limit has
   been set on the device.
 
+Both charge a write to a stacked device (LVM, dm-crypt, md) twice: to the
+upper device and to the disk under it; :mod:`agent.containers.blockstack`
+counts it once, from the ``holders`` links of ``/sys/class/block``.
+
 Where the cgroup is (both drivers, both versions):
 
 1. From ``/proc/<State.Pid>/cgroup`` of the container's main process
@@ -46,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agent.containers.blockstack import Holders, writes_once
 from agent.errors import Internal
 
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
@@ -87,18 +92,41 @@ class WriteCounter:
     incarnation: int
 
 
+def io_stat_devices(text: str) -> dict[str, int]:
+    """``{MAJ:MIN: wbytes}`` of a v2 ``io.stat`` (a line without ``wbytes=`` counts 0).
+
+    Raises ValueError on a ``wbytes`` value that is not an integer.
+    """
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        device, *fields = line.split() or [""]
+        for field in fields:
+            key, _, value = field.partition("=")
+            if key == "wbytes":
+                found[device] = found.get(device, 0) + int(value)
+    return found
+
+
 def parse_io_stat(text: str) -> int:
     """Sum of ``wbytes=`` over every device line of a v2 ``io.stat``, bytes.
 
     Raises ValueError on a ``wbytes`` value that is not an integer.
     """
-    total = 0
+    return sum(io_stat_devices(text).values())
+
+
+def service_bytes_devices(text: str) -> dict[str, int]:
+    """``{MAJ:MIN: bytes}`` of the ``MAJ:MIN Write N`` lines of a v1
+    ``blkio.throttle.io_service_bytes`` (``Total`` lines are ignored).
+
+    Raises ValueError on a Write value that is not an integer.
+    """
+    found: dict[str, int] = {}
     for line in text.splitlines():
-        for field in line.split()[1:]:
-            key, _, value = field.partition("=")
-            if key == "wbytes":
-                total += int(value)
-    return total
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "Write":
+            found[parts[0]] = found.get(parts[0], 0) + int(parts[2])
+    return found
 
 
 def parse_service_bytes(text: str) -> int:
@@ -107,12 +135,7 @@ def parse_service_bytes(text: str) -> int:
     The trailing ``Total N`` line (all devices, all operations) is ignored.
     Raises ValueError on a Write value that is not an integer.
     """
-    total = 0
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[1] == "Write":
-            total += int(parts[2])
-    return total
+    return sum(service_bytes_devices(text).values())
 
 
 def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
@@ -179,30 +202,33 @@ def locate(container_id: str, pid: int | None, *, cgroup_root: str = DEFAULT_CGR
     return next((loc for loc in candidates if _has_counters(loc)), None)
 
 
-def read_counter(loc: CgroupLocation) -> WriteCounter:
-    """The cgroup's bytes written so far (summed over devices) and its incarnation.
+def read_counter(loc: CgroupLocation, holders: Holders | None = None) -> WriteCounter:
+    """The cgroup's bytes written so far and its incarnation.
 
-    Raises CgroupReadError when the directory or its files are gone (the
-    container stopped or was removed) or a file cannot be parsed.
+    Summed over devices, each write once when ``holders``
+    (:func:`agent.containers.blockstack.block_holders`)
+    says which devices are stacked on which (None: a plain sum).  Raises
+    CgroupReadError when the directory or its files are gone (the container
+    stopped or was removed) or a file cannot be parsed.
     """
     try:
         incarnation = os.stat(loc.path).st_ino
     except OSError as exc:
         raise CgroupReadError(str(loc.path), exc.strerror or "cannot stat") from None
     if loc.version == 2:
-        return WriteCounter(_v2_sum(loc.path / V2_FILE), incarnation)
-    return WriteCounter(_v1_sum(loc.path), incarnation)
+        return WriteCounter(_v2_sum(loc.path / V2_FILE, holders or {}), incarnation)
+    return WriteCounter(_v1_sum(loc.path, holders or {}), incarnation)
 
 
-def _v2_sum(path: Path) -> int:
+def _v2_sum(path: Path, holders: Holders) -> int:
     text = _read_text(path)
     if text is None:
         raise CgroupReadError(str(path), "no such file")
-    return _parsed(path, text, parse_io_stat)
+    return writes_once(_parsed(path, text, io_stat_devices), holders)
 
 
-def _v1_sum(directory: Path) -> int:
-    sums = [_parsed(directory / name, text, parse_service_bytes)
+def _v1_sum(directory: Path, holders: Holders) -> int:
+    sums = [writes_once(_parsed(directory / name, text, service_bytes_devices), holders)
             for name in V1_FILES if (text := _read_text(directory / name)) is not None]
     if not sums:
         raise CgroupReadError(str(directory / V1_FILES[0]), "no blkio throttle counters")
@@ -212,14 +238,15 @@ def _v1_sum(directory: Path) -> int:
 def _read_text(path: Path) -> str | None:
     """The file's text; None when it does not exist.  Raises CgroupReadError otherwise."""
     try:
-        return path.read_text()
+        return path.read_text(errors="replace")  # a bad byte fails the parse, not the pass
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CgroupReadError(str(path), exc.strerror or "cannot read") from None
 
 
-def _parsed(path: Path, text: str, parse: Callable[[str], int]) -> int:
+def _parsed(path: Path, text: str,
+            parse: Callable[[str], dict[str, int]]) -> dict[str, int]:
     try:
         return parse(text)
     except ValueError as exc:

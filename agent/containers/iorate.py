@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from agent.config import IoConfig
+from agent.containers.blockstack import Holders, block_holders
 from agent.containers.cgroupio import (
     DEFAULT_CGROUP_ROOT,
     CgroupLocation,
@@ -68,20 +69,22 @@ class ContainerLister(Protocol):
 class IoSampler:
     """Samples container write counters in the background; :meth:`latest` answers from the cache.
 
-    ``cgroup_root``/``proc_root`` are where the cgroup mount and procfs are;
+    ``cgroup_root``/``proc_root``/``sys_root`` are where the cgroup mount, procfs and
+    sysfs (which block devices are stacked on which) are;
     ``emit`` (optional) records an alert event; ``clock`` gives seconds
     (default ``time.monotonic``).
     """
 
     def __init__(self, cfg: IoConfig, lister: ContainerLister, *, interval_s: float,
                  cgroup_root: str = DEFAULT_CGROUP_ROOT, proc_root: str = "/proc",
-                 emit: Emit | None = None,
+                 sys_root: str = "/sys", emit: Emit | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.lister = lister
         self.interval_s = interval_s
         self.cgroup_root = cgroup_root
         self.proc_root = proc_root
+        self.sys_root = sys_root
         self.emit = emit
         self.clock = clock
         self.last_error: str | None = None
@@ -182,12 +185,13 @@ class IoSampler:
     def _read_all(self, listed: Sequence[RunningContainer]) -> dict[str, Reading | None]:
         """Each located container's reading; None for one whose cgroup is gone."""
         readings: dict[str, Reading | None] = {}
+        holders: Holders = block_holders(self.sys_root) if self._where else {}
         for container in listed:
             where = self._where.get(container.id)
             if where is None:
                 continue
             try:
-                counter = read_counter(where)
+                counter = read_counter(where, holders)
             except CgroupReadError:  # stopped or restarting: located again next pass
                 readings[container.id] = None
                 continue
