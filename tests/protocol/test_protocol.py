@@ -324,6 +324,13 @@ def protocol_md_commands() -> dict[tuple[str, str], str]:
     return rows
 
 
+def test_the_copy_in_docs_is_the_contract() -> None:
+    """docs/PROTOCOL.md (for a clone, which has no shared/ beside it) is the contract as is."""
+    copy = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
+    assert copy.read_bytes() == protocol_md().read_bytes(), \
+        f"docs/PROTOCOL.md differs from the contract: cp {protocol_md()} docs/PROTOCOL.md"
+
+
 def test_registry_matches_protocol_md() -> None:
     documented = protocol_md_commands()
     assert len(documented) > 20  # the table was found and parsed
