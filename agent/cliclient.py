@@ -63,7 +63,9 @@ def _connect_error(socket_path: str, err: OSError) -> str:
         return f"{socket_path} is not a socket ({kind}): check --socket / $VMAGENT_SOCKET"
     if err.errno in (errno.ENOENT, errno.ECONNREFUSED):
         return (f"no agent socket at {socket_path} ({err.strerror}): is vm-agent.socket "
-                f"running? (systemctl status vm-agent.socket)")
+                f"running? (systemctl status vm-agent.socket); an agent started by hand "
+                f"(make run: .run/agent.sock) is reached with --socket PATH or "
+                f"$VMAGENT_SOCKET")
     return f"cannot connect to {socket_path}: {err.strerror or err}"
 
 

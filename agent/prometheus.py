@@ -176,7 +176,8 @@ async def _get(session: aiohttp.ClientSession, url: str, path: str, params: dict
     except TimeoutError:
         raise UpstreamTimeout(UPSTREAM, f"no answer in {timeout_s:g} s") from None
     except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable(UPSTREAM, f"{type(exc).__name__}: {exc}",
+        raise UpstreamUnavailable(UPSTREAM, f"unreachable ({type(exc).__name__}: {exc}); "
+                                  f"check prometheus.url ({url})",
                                   error_type="unreachable") from None
     try:
         body = json.loads(raw)

@@ -17,6 +17,13 @@ _ERRNO_TEXT = {
     errno.EACCES: "permission denied",
     errno.ECONNRESET: "connection reset",
 }
+#: what a human can do about it, after the reason
+_ERRNO_HINT = {
+    errno.ENOENT: "is Docker running here? (systemctl status docker; docker.host in the "
+                  "config; thresholds.docker_unavailable: OK on a host without Docker)",
+    errno.ECONNREFUSED: "is Docker running? (systemctl status docker)",
+    errno.EACCES: "the agent runs as root under systemd; by hand, run it as root",
+}
 
 
 def is_sdk_failure(exc: BaseException) -> bool:
@@ -27,7 +34,7 @@ def is_sdk_failure(exc: BaseException) -> bool:
 
 
 def describe_failure(exc: BaseException, host: str) -> str:
-    """A short, clear reason for ``exc`` (at most 200 characters); from aiodocker
+    """A short, clear reason for ``exc`` (at most 300 characters); from aiodocker
     or from the SDK (looked up only when the SDK is loaded)."""
     sdk = sys.modules.get("docker.errors")
     aio = sys.modules.get("aiodocker.exceptions")
@@ -37,11 +44,13 @@ def describe_failure(exc: BaseException, host: str) -> str:
         text = f"Docker API error {exc.status_code}: {exc.explanation or exc}"
     elif (os_error := _root_os_error(exc)) is not None and os_error.errno in _ERRNO_TEXT:
         text = f"{_ERRNO_TEXT[os_error.errno]}: {host}"
+        if hint := _ERRNO_HINT.get(os_error.errno):
+            text = f"{text}; {hint}"
     elif any(isinstance(e, TimeoutError) or "timed out" in str(e) for e in _causes(exc)):
         text = f"timed out talking to {host}"
     else:
         text = f"cannot use Docker at {host}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-    return text[:200]
+    return text[:300]
 
 
 def _root_os_error(exc: BaseException) -> OSError | None:

@@ -193,6 +193,7 @@ def test_ctl_reports_a_missing_socket_as_unknown(tmp: Path) -> None:
     result = ctl(tmp, "health")
     assert result.returncode == 3
     assert "no agent socket" in result.stderr
+    assert "--socket PATH or $VMAGENT_SOCKET" in result.stderr  # for an agent run by hand
 
 
 def test_ctl_reports_permission_denied(tmp: Path) -> None:

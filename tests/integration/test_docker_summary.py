@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import tempfile
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agent.containers import dockerfail
 from agent.containers.engine import DockerEngine, health_status
 from agent.host.model import DockerSummary
 from tests.integration.dockerd import TestEngine
@@ -106,7 +108,9 @@ async def test_missing_socket_is_unavailable_not_an_error() -> None:
     summary, took = await timed_summary(docker)
 
     assert summary.available is False
-    assert summary.error == "socket not found: unix:///tmp/vmd-no-such-dir/docker.sock"
+    assert summary.error == ("socket not found: unix:///tmp/vmd-no-such-dir/docker.sock; "
+                             + dockerfail._ERRNO_HINT[errno.ENOENT])
+    assert "systemctl status docker" in summary.error  # says what to do
     assert took < 2.5
     assert await docker.ping() is False
     await docker.aclose()
@@ -116,7 +120,8 @@ async def test_stale_socket_is_connection_refused(stale_socket: str) -> None:
     summary = await summary_once(f"unix://{stale_socket}", 2)
 
     assert summary == DockerSummary(available=False,
-                                    error=f"connection refused: unix://{stale_socket}")
+                                    error=f"connection refused: unix://{stale_socket}; "
+                                    "is Docker running? (systemctl status docker)")
 
 
 async def test_silent_engine_times_out_within_the_timeout(silent_socket: str) -> None:
@@ -144,7 +149,9 @@ async def test_engine_down_then_back_is_picked_up() -> None:
         assert pid is not None and not psutil.pid_exists(pid)
 
         down, took = await timed_summary(docker)
-        assert (down.available, down.error) == (False, f"socket not found: {private.host}")
+        assert down.available is False
+        assert down.error is not None and down.error.startswith(
+            f"socket not found: {private.host}; is Docker running here?")
         assert took < 3.5
         assert await docker.ping() is False
 

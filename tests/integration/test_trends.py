@@ -179,6 +179,7 @@ async def test_prometheus_down_and_silent(tmp_path: Path) -> None:
         await trend_data(config(f"http://127.0.0.1:{_closed_port()}"), "disk", "1h",
                          now=time.time())
     assert exc.value.details["error_type"] == "unreachable"
+    assert "check prometheus.url" in exc.value.message  # says what to do
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)

@@ -140,7 +140,9 @@ async def test_unreachable_prometheus_falls_back_and_says_why(store: Store) -> N
     cfg = replace(Config(), prometheus=PrometheusConfig(url=f"http://127.0.0.1:{port}",
                                                         timeout_s=2))
     text = digest_text(await build_digest(store, cfg, end=END), T)
-    assert f"Prometheus at http://127.0.0.1:{port} not used: ClientConnectorError" in text
+    assert (f"Prometheus at http://127.0.0.1:{port} not used: unreachable "
+            "(ClientConnectorError") in text
+    assert "check prometheus.url" in text
     assert "- CPU steal: 4.0 % average" in text
 
 
