@@ -71,17 +71,19 @@ def _advance(db: sqlite3.Connection, name: str, sql: str) -> int:
 
 def job_lasts(store: Store) -> tuple[dict[tuple[str, str], float], tuple[JobLast, ...],
                                      int | None]:
-    """From the run records: ``{(job, mode): finished_at}`` of the last finished run per
-    mode, each job's last finished run, and the freed bytes of the last finished cleanup
-    that was not a dry run (None: none).  Blocking (SQLite)."""
+    """From the run records, dry runs left out (a manual dry run must not flip a "last
+    run ok" alert): ``{(job, mode): finished_at}`` of the last finished run per mode,
+    each job's last finished run, and the freed bytes of the last cleanup that ran
+    (not refused: ``skipped``) (None: none).  Blocking (SQLite)."""
     store.apply(RUNS_SCHEMA)
     at = {(r[0], r[1]): float(r[2]) for r in store.query(
         "SELECT job, mode, MAX(finished_at) FROM job_runs WHERE status != 'running' AND"
-        " finished_at IS NOT NULL GROUP BY job, mode")}
+        " finished_at IS NOT NULL AND dry_run = 0 GROUP BY job, mode")}
     lasts = tuple(JobLast(r[0], r[1], round(float(r[2]), 3)) for r in store.query(
         "SELECT r.job, r.status, r.finished_at - r.started_at FROM job_runs r JOIN"
         " (SELECT MAX(id) AS id FROM job_runs WHERE status != 'running' AND finished_at IS"
-        " NOT NULL GROUP BY job) m ON r.id = m.id ORDER BY r.job"))
+        " NOT NULL AND dry_run = 0 GROUP BY job) m ON r.id = m.id ORDER BY r.job"))
     freed = store.query("SELECT freed_bytes FROM job_runs WHERE job = 'cleanup' AND"
-                        " dry_run = 0 AND status != 'running' ORDER BY id DESC LIMIT 1")
+                        " dry_run = 0 AND status NOT IN ('running', 'skipped')"
+                        " ORDER BY id DESC LIMIT 1")
     return at, lasts, int(freed[0][0]) if freed else None

@@ -119,10 +119,18 @@ def test_job_lasts_per_mode_per_job_and_last_freed(tmp_path: Path) -> None:
     records.start(job="cleanup", mode="monthly", dry_run=False, trigger="api", peer=None,
                   pid=1, now=T0 + 3000)  # still running: not a "last run" yet
     at, lasts, freed = job_lasts(store)
-    assert at == {("cleanup", "weekly"): T0 + 30, ("cleanup", "standard"): T0 + 2030,
+    # a manual dry run is no run of the job: it must not flip a "last run ok" alert
+    assert at == {("cleanup", "weekly"): T0 + 30, ("cleanup", "standard"): T0 + 1030,
                   ("watchdog", "standard"): T0 + 80}
-    assert lasts == (JobLast("cleanup", "failed", 30.0), JobLast("watchdog", "ok", 30.0))
+    assert lasts == (JobLast("cleanup", "ok", 30.0), JobLast("watchdog", "ok", 30.0))
     assert freed == 30  # the dry run's "would free" is not freed
+    refused = records.start(job="cleanup", mode="standard", dry_run=False, trigger="timer",
+                            peer=None, pid=1, now=T0 + 4000, status="skipped",
+                            reason="hold active: disk swap")
+    assert refused > 0
+    at, lasts, freed = job_lasts(store)
+    assert lasts[0] == JobLast("cleanup", "skipped", 0.0)  # a forgotten hold shows
+    assert freed == 30  # a refused run freed nothing: the last real figure stays
 
 
 def test_textfile_is_replaced_atomically_and_readable_by_others(tmp_path: Path) -> None:
