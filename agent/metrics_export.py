@@ -24,9 +24,6 @@ Series (all gauges unless ``_total``):
 * ``vmagent_job_last_duration_seconds{job}``: that run's duration.
 * ``vmagent_cleanup_last_freed_bytes``: bytes the last finished cleanup that
   was not a dry run, nor refused, freed.
-
-Dry runs are left out of the three ``vmagent_job_last_*`` series: a manual
-dry run must not flip a "last run ok" alert.
 * ``vmagent_cleanup_freed_bytes_total``, ``vmagent_watchdog_restarts_total``:
   counters kept in the state store (table ``metric_totals``), advanced past
   the run records / restart records they have counted, so they never go
@@ -37,6 +34,9 @@ dry run must not flip a "last run ok" alert.
   sampler's projection (``GET /v1/io``).
 
 prometheus_client is imported on the first write only (~1.5 MB RSS).
+
+Dry runs are left out of the three ``vmagent_job_last_*`` series: a manual
+dry run must not flip a "last run ok" alert.
 """
 
 from __future__ import annotations
