@@ -60,7 +60,7 @@ from agent.config import BackupRepo
 from agent.errors import AgentError, Locked
 from agent.gitrepo import Git, divergence, inspect, missing_by_patch, short
 from agent.jobs.backup_repair_steps import ALERT_KINDS, SAFETY_PREFIX, Repair
-from agent.jobs.base import JobContext, Step, StepResult
+from agent.jobs.base import JobContext, NothingToDo, Step, StepResult
 from agent.runner import CommandError
 
 __all__ = ["ALERT_KINDS", "SAFETY_PREFIX", "STATES", "BackupRepairJob", "Repair", "repair"]
@@ -77,7 +77,12 @@ class BackupRepairJob:
     destructive = True
 
     async def plan(self, ctx: JobContext, mode: str) -> list[Step]:
-        """One ``repo`` step per configured repo, its detail the local state (read-only)."""
+        """One ``repo`` step per configured repo, its detail the local state (read-only).
+
+        Raises NothingToDo (an ``ok`` run that says so) when no repo is configured.
+        """
+        if not ctx.config.backup_repair.repos:
+            raise NothingToDo("no repos configured (backup_repair.repos): nothing to repair")
         timeout = ctx.config.backup_repair.git_timeout_s
         return [await _plan_one(repo, timeout) for repo in ctx.config.backup_repair.repos]
 

@@ -156,6 +156,12 @@ class Job(Protocol):
         ...
 
 
+class NothingToDo(Exception):
+    """Raised by a job's ``plan()`` when its configuration gives it nothing to do (e.g.
+    no repos): the run is ``ok`` with no step and this message as its reason (a timer's
+    unit does not fail every interval; the record says why nothing was done)."""
+
+
 class StepTimer:
     """``with StepTimer() as t: ...; t.elapsed_s`` (monotonic seconds, rounded to ms)."""
 

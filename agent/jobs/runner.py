@@ -36,6 +36,7 @@ from agent.host.model import DiskSample
 from agent.jobs.base import (
     Job,
     JobContext,
+    NothingToDo,
     Step,
     StepResult,
     StepTimer,
@@ -207,6 +208,8 @@ class JobRunner:
             steps = await job.plan(ctx, ctx.mode)
         except Locked as exc:
             return "skipped", exc.message
+        except NothingToDo as exc:  # ok (a timer's unit must not fail), with the reason
+            return "ok", str(exc)
         except Exception as exc:
             log.exception("job %s run %d: plan failed", ctx.job, ctx.run_id)
             return "failed", f"plan failed: {type(exc).__name__}: {exc}"

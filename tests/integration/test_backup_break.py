@@ -455,3 +455,15 @@ async def test_a_remote_path_on_a_fifo_times_out_as_upstream_unavailable(kit: Ki
     s = step(await kit.run())
     assert s["error"].startswith("upstream_unavailable: fetch from origin"), s
     assert snapshot(kit.local) == before
+
+
+async def test_no_repos_configured_is_a_run_that_says_so(kit: Kit) -> None:
+    runner = kit.runner
+    runner.config = replace(runner.config, backup_repair=replace(
+        runner.config.backup_repair, repos=()))
+    for dry_run in (True, False):
+        rec = await runner.run("backup-repair", dry_run=dry_run)
+        # ok (the 10-minute timer's unit must not fail), but no longer silently: the
+        # reason says nothing is configured
+        assert (rec["status"], rec["steps"]) == ("ok", [])
+        assert "no repos configured (backup_repair.repos)" in rec["reason"]
