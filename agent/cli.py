@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+import agent
 from agent import clifmt, cliroutes
 from agent.cliclient import Unreachable, call
 
@@ -146,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", default=os.environ.get("VMAGENT_SOCKET", DEFAULT_SOCKET),
                    help=f"agent socket (default $VMAGENT_SOCKET or {DEFAULT_SOCKET})")
     p.add_argument("--json", action="store_true", help="print the reply's data as JSON")
+    p.add_argument("--version", action="version", version=f"vm-agentctl {agent.__version__} "
+                   "(the agent's own: vm-agentctl version)")
     p.add_argument("--timeout", type=_seconds, default=None,
                    help="seconds to wait, above 0 and at most a week (default 30; 6 h for run)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

@@ -71,13 +71,21 @@ def _hold(d: dict[str, Any]) -> str:
 
 
 def _mapping(d: dict[str, Any]) -> str:
-    return table([[k, str(v)] for k, v in d.items()], ["field", "value"])
+    return table([[k, _plain(v)] for k, v in d.items()], ["field", "value"])
+
+
+def _plain(value: Any) -> str:
+    """A value as an operator reads it: ``yes``/``no``, ``-`` for none, else ``str``."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)
 
 
 def _io(rows: list[dict[str, Any]]) -> str:
     """``vm-agentctl io``: one line per container, worst first (as the agent sorts them)."""
     if not rows:
-        return "no container write rates yet (a container is listed from its second sample)"
+        return ("no container write rates (a container is listed from its second sample; "
+                "none while Docker cannot be listed: see vm-agentctl health)")
     return table([[r["name"], f"{human_bytes(r['write_bytes_per_s'])}/s",
                    f"{human_bytes(r['projected_bytes_per_day'])}/day", r["level"]]
                   for r in rows], ["container", "writes", "projected", "level"])

@@ -18,9 +18,9 @@ def mb(n: int | float | None) -> str:
 
 def run_record(d: dict[str, Any]) -> str:
     """One run record: a headline, its steps, disk usage before and after."""
-    if "job" not in d:  # {id, status: running} from --no-wait
+    if "steps" not in d:  # {id, status: running, job} from --no-wait
         return (f"run {d['id']} started ({d['status']}); follow it with: "
-                f"vm-agentctl runs <job>, or GET /v1/runs/{d['id']}")
+                f"vm-agentctl runs {d.get('job') or '<job>'}, or GET /v1/runs/{d['id']}")
     head = (f"{d['job']} ({d['mode']}{', dry-run' if d['dry_run'] else ''}) run {d['id']}: "
             f"{d['status']}, {'would free' if d['dry_run'] else 'freed'} {mb(d['freed_bytes'])}"
             f" in {d.get('duration_s') or 0:.1f} s" + (f" ({d['reason']})" if d["reason"] else ""))

@@ -81,7 +81,7 @@ class JobRunner:
     async def run(self, job_name: str, *, mode: str | None = None, dry_run: bool = False,
                   trigger: Trigger = "api", peer: str | None = None,
                   wait: bool = True) -> dict[str, Any]:
-        """Run a job; returns its finished record, or ``{id, status: "running"}`` when not
+        """Run a job; returns its finished record, or ``{id, status: "running", job}`` when not
         ``wait`` (the run goes on in a background task).
 
         Raises NotFound (unknown job), BadRequest(field ``mode``), Conflict (409, one is
@@ -96,7 +96,7 @@ class JobRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if not wait:
-            return {"id": run_id, "status": "running"}
+            return {"id": run_id, "status": "running", "job": job.name}
         await asyncio.shield(task)
         return await self.record(run_id)
 

@@ -75,6 +75,7 @@ async def test_no_wait_returns_the_id_then_the_record_finishes(
     (files / "y").write_bytes(b"y" * 10)
     status, env = await post(agent, "/v1/jobs/selftest/run", {"wait": False})
     assert status == 200 and env["data"]["status"] == "running"
+    assert env["data"]["job"] == "selftest"  # so a client can say what to follow
     run_id = env["data"]["id"]
     for _ in range(100):
         _, env = await request(agent, "GET", f"/v1/runs/{run_id}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from agent import cli, clifmt
+import pytest
+
+from agent import cli, clifmt, jobsfmt
 
 
 def record(**kw: object) -> dict[str, object]:
@@ -35,3 +37,23 @@ def test_runs_is_a_table_and_empty_is_said() -> None:
 def test_run_exit_statuses() -> None:
     assert [cli._run_exit({"status": s}) for s in ("ok", "running", "partial", "failed",
                                                    "skipped")] == [0, 0, 1, 2, 2]
+
+
+def test_a_started_run_says_how_to_follow_it() -> None:
+    text = jobsfmt.run_record({"id": 7, "status": "running", "job": "cleanup"})
+    assert text == ("run 7 started (running); follow it with: vm-agentctl runs cleanup, "
+                    "or GET /v1/runs/7")
+
+
+def test_version_prints_yes_no_not_python_booleans() -> None:
+    text = clifmt.render("version", {"version": "0.1.0", "socket_activated": False,
+                                     "config_path": None})
+    assert "False" not in text and "None" not in text
+    assert "socket_activated  no" in text and "config_path       -" in text
+
+
+def test_ctl_has_a_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("vm-agentctl ")
