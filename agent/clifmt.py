@@ -51,12 +51,15 @@ def _health(d: dict[str, Any]) -> str:
     docker_level = lv.get("unhealthy_containers" if dk["available"] else "docker_available", "")
     rows.append(["docker", _docker_line(dk), docker_level])
     head = f"{d['status']}  sampled {d['sampled_at']} (steal/iowait over {cpu['window_s']} s)"
-    return head + "\n" + table(rows, ["metric", "value", "level"])
+    out = head + "\n" + table(rows, ["metric", "value", "level"])
+    if not dk["available"] and dk.get("error"):  # under the table: it would widen every row
+        out += f"\ndocker: {dk['error']}"
+    return out
 
 
 def _docker_line(dk: dict[str, Any]) -> str:
     if not dk["available"]:
-        return f"unavailable: {dk.get('error')}"
+        return "unavailable (why: below)" if dk.get("error") else "unavailable"
     line = f"{dk['running']}/{dk['containers_total']} running, {dk['unhealthy']} unhealthy"
     if dk["unhealthy_names"]:
         line += " (" + ", ".join(dk["unhealthy_names"]) + ")"

@@ -57,3 +57,17 @@ def test_ctl_has_a_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith("vm-agentctl ")
+
+
+def test_health_puts_dockers_reason_under_the_table() -> None:
+    sample = {"status": "WARN", "sampled_at": "2026-11-30T01:00:00Z",
+              "levels": {"docker_available": "WARN"},
+              "cpu": {"cores": 2, "steal_percent": 0.0, "iowait_percent": 0.0, "window_s": 1.0},
+              "memory": {"available_bytes": 1, "total_bytes": 2, "swap_used_bytes": 0,
+                         "swap_total_bytes": 0, "swap_cached_bytes": 0},
+              "load": {"load1_per_core": 0.1}, "disks": [],
+              "docker": {"available": False, "error": "socket not found: x; " + "why " * 40}}
+    lines = clifmt.render("health", sample).splitlines()
+    assert lines[-1].startswith("docker: socket not found: x; why")
+    assert max(len(line) for line in lines[:-1]) < 80  # the long reason widens no row
+    assert "unavailable (why: below)" in lines[-2]
