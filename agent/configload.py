@@ -264,8 +264,16 @@ def _check_bounds(value: Any, path: KeyPath, meta: Mapping[str, Any], ctx: _Cont
         or ("pattern" in meta and not re.fullmatch(meta["pattern"], value))
     if bad:
         shown = octal_text(value) if meta.get("octal") else json.dumps(value)
-        ctx.fail(path, f"got {shown}; allowed: {bounds_text(meta)}")
+        hint = (f" (a number without a leading 0 is decimal: for the mode {value}, write "
+                f"0{value})" if meta.get("octal") and _octal_typed_as_decimal(value) else "")
+        ctx.fail(path, f"got {shown}; allowed: {bounds_text(meta)}{hint}")
     return value
+
+
+def _octal_typed_as_decimal(value: int) -> bool:
+    """True when ``value``'s decimal digits read as octal make a mode (660 -> 0o660)."""
+    digits = str(value)
+    return value > 0o777 and set(digits) <= set("01234567") and int(digits, 8) <= 0o7777
 
 
 def _validate(obj: Any, path: KeyPath, ctx: _Context) -> None:

@@ -31,6 +31,11 @@ def type_name(tp: Any) -> str:
     return SCALAR_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+#: patterns said in words (config.ABSOLUTE_PATH and the optional one)
+PATTERN_WORDS = {r"/.*": "an absolute path (starting with /)",
+                 r"(/.*)?": "empty or an absolute path (starting with /)"}
+
+
 def bounds_text(meta: Mapping[str, Any]) -> str:
     """The allowed values a field's metadata states: ``1 to 4096``, ``>= 0``, ``one of: a, b``."""
     lo, hi = (_fmt_bound(meta.get(k), meta) for k in ("min", "max"))
@@ -38,7 +43,8 @@ def bounds_text(meta: Mapping[str, Any]) -> str:
     if "choices" in meta:
         parts.append("one of: " + ", ".join(str(c) for c in meta["choices"]))
     if "pattern" in meta:
-        parts.append(f"matches {meta['pattern']}")
+        pattern = meta["pattern"]
+        parts.append(PATTERN_WORDS.get(pattern) or f"matches {pattern}")
     return "; ".join(p for p in parts if p)
 
 

@@ -343,4 +343,16 @@ def test_full_disk_on_stdout_is_unknown(short_tmp: Path) -> None:
 def test_relative_folder_is_refused(tmp_path: Path, text: str, key: str) -> None:
     """A relative path would be read against the working folder ('/' under systemd)."""
     err = _error(_write(tmp_path / "vm-agent.yaml", text))
-    assert err.key == key and "matches " in str(err) and str(tmp_path) in str(err)
+    assert err.key == key and "absolute path" in str(err) and str(tmp_path) in str(err)
+
+
+def test_messages_say_absolute_path_and_octal_in_words(tmp_path: Path) -> None:
+    from agent.configload import load_config
+    from agent.errors import ConfigError
+    for text, words in (("state_dir: relative/dir\n", "an absolute path (starting with /)"),
+                        ("server:\n  socket_mode: 660\n", "for the mode 660, write 0660")):
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(str(path))
+        assert words in str(caught.value)
