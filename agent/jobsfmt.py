@@ -44,16 +44,35 @@ def _disks(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[st
 
 
 def jobs(d: dict[str, Any]) -> str:
-    """The job table: name, modes, schedule, next run, last run; the legacy crontab."""
-    rows = [[j["name"], ",".join(j["modes"]) or "(not available)", j.get("schedule") or "-",
-             j.get("next_run") or "-", _last(j.get("last_run"))] for j in d["jobs"]]
+    """The job table: one row per schedule (a job with several modes, e.g. cleanup's
+    standard/weekly/monthly, has one each), its next run and the job's last run; then
+    the legacy crontab block with each line's state and where it is."""
+    rows = []
+    for j in d["jobs"]:
+        name = j["name"] if j.get("available", True) else f"{j['name']} (not available)"
+        schedules = j.get("schedules") or [{}]
+        for index, sched in enumerate(schedules):
+            when = sched.get("schedule") or "-"
+            if sched.get("mode"):
+                when += f" ({sched['mode']})"
+            first = index == 0
+            rows.append([name if first else "", ",".join(j["modes"]) if first else "",
+                         when, sched.get("next_run") or "-",
+                         _last(j.get("last_run")) if first else ""])
     out = clifmt.table(rows, ["job", "modes", "schedule", "next run", "last run"])
     legacy = d.get("legacy_crontab") or []
     if legacy:
         out += "\n\nlegacy crontab (# bytelyst-vm-maintenance):\n" + clifmt.table(
-            [[e.get("schedule", ""), e.get("next_run") or "-", e.get("command", "")]
-             for e in legacy], ["schedule", "next run", "command"])
+            [[_legacy_state(e), e.get("schedule", ""), e.get("next_run") or "-",
+              f"{e.get('source', '')}:{e.get('line', '')}", e.get("command", "")]
+             for e in legacy], ["state", "schedule", "next run", "where", "command"])
     return out
+
+
+def _legacy_state(entry: dict[str, Any]) -> str:
+    if entry.get("error"):
+        return f"unparsable ({entry['error']})"
+    return "enabled" if entry.get("enabled", True) else "commented out"
 
 
 def _last(run: dict[str, Any] | None) -> str:

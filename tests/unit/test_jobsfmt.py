@@ -71,3 +71,24 @@ def test_health_puts_dockers_reason_under_the_table() -> None:
     assert lines[-1].startswith("docker: socket not found: x; why")
     assert max(len(line) for line in lines[:-1]) < 80  # the long reason widens no row
     assert "unavailable (why: below)" in lines[-2]
+
+
+def test_jobs_shows_every_schedule_and_the_legacy_lines_state() -> None:
+    data = {"jobs": [
+        {"name": "cleanup", "available": True, "modes": ["standard", "weekly", "monthly"],
+         "schedules": [{"mode": "standard", "schedule": "30 3 * * *",
+                        "next_run": "2026-12-01T03:30:00Z"},
+                       {"mode": "weekly", "schedule": "0 4 * * 0",
+                        "next_run": "2026-12-06T04:00:00Z"}],
+         "last_run": None}],
+        "legacy_crontab": [
+            {"source": "/etc/crontab", "line": 12, "schedule": "*/5 * * * *",
+             "command": "/usr/local/bin/docker-watchdog.sh", "enabled": False,
+             "next_run": None, "error": None},
+            {"source": "/etc/crontab", "line": 13, "schedule": "", "command": "",
+             "enabled": True, "next_run": None, "error": "not a cron line"}]}
+    text = jobsfmt.jobs(data)
+    assert "30 3 * * * (standard)" in text and "0 4 * * 0 (weekly)" in text
+    assert "standard,weekly,monthly" in text
+    assert "commented out" in text and "/etc/crontab:12" in text
+    assert "unparsable (not a cron line)" in text
