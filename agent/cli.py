@@ -152,7 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_seconds, default=None,
                    help="seconds to wait, above 0 and at most a week (default 30; 6 h for run)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    sub.add_parser("health", help="the host sample; exit 0/1/2 for OK/WARN/CRIT")
+    sub.add_parser("health", help="the host sample; exit 0/1/2 for OK/WARN/CRIT",
+                   description="The agent's latest host sample: steal, iowait, load per core, "
+                   "MemAvailable, swap, disks, Docker. Exit 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN "
+                   "(agent unreachable).")
     sub.add_parser("version", help="agent version, uptime and config digest")
     hold = sub.add_parser("hold", help="show the maintenance hold, or set it with a reason")
     hold.add_argument("reason", nargs="*", help="why destructive jobs are paused")
@@ -183,12 +186,21 @@ def _container_parsers(sub: Any) -> None:
     sub.add_parser("restart-unhealthy", help="restart every unhealthy, unprotected container")
 
 
+#: the jobs and their modes, as agent.jobs.catalog registers them (a unit test checks)
+JOBS_HELP = ("cleanup (modes standard, weekly, monthly), watchdog, backup-repair, "
+             "healthcheck, digest")
+
+
 def _job_parsers(sub: Any) -> None:
-    run = sub.add_parser("run", help="run a job; exit 0 ok, 1 partial, 2 failed or refused")
+    run = sub.add_parser("run", help="run a job; exit 0 ok, 1 partial, 2 failed or refused",
+                         description=f"Run a job in the agent and wait for its record. Jobs: "
+                         f"{JOBS_HELP}; `vm-agentctl jobs` lists them with their schedules. "
+                         "Exit 0 ok, 1 partial, 2 failed or refused (409 one is running, "
+                         "423 hold), 3 unreachable.")
     run.add_argument("job", help="job name (see: vm-agentctl jobs)")
     run.add_argument("--mode", help="job mode (default: the job's default mode)")
-    run.add_argument("--dry-run", action="store_true", help="report what would be freed; "
-                     "change nothing")
+    run.add_argument("--dry-run", action="store_true", help="decide and report (for cleanup: "
+                     "what would be freed), change nothing")
     run.add_argument("--no-wait", action="store_true", help="return the run id at once")
     run.add_argument("--trigger", choices=("cli", "timer"),
                      help="recorded trigger (default: timer under systemd, else cli)")

@@ -92,3 +92,12 @@ def test_jobs_shows_every_schedule_and_the_legacy_lines_state() -> None:
     assert "standard,weekly,monthly" in text
     assert "commented out" in text and "/etc/crontab:12" in text
     assert "unparsable (not a cron line)" in text
+
+
+def test_run_help_lists_the_registered_jobs_and_modes() -> None:
+    from agent.config import Config
+    from agent.jobs.catalog import build_jobs
+    listed = ", ".join(name if len(job.modes) == 1 else
+                       f"{name} (modes {', '.join(job.modes)})"
+                       for name, job in build_jobs(Config()).items())
+    assert listed == cli.JOBS_HELP
