@@ -98,7 +98,8 @@ def store_figures(store: Store, start: float, end: float) -> StoreFigures:
 
 def agent_host(window: HostWindow, note: str = "") -> HostFigures:
     """Host figures from the agent's hourly samples."""
-    source = (f"the agent's own samples ({window.samples} samples in {window.hours} hours)"
+    source = (f"the agent's own samples ({_count(window.samples, 'sample')} in "
+              f"{_count(window.hours, 'hour')})"
               if window.samples else "the agent's own samples")
     return HostFigures(source, NO_AGENT_DATA, window.steal_avg_percent,
                        window.mem_avail_avg_bytes, window.swap_used_peak_bytes,
@@ -168,3 +169,8 @@ async def host_figures(cfg: PrometheusConfig, mounts: tuple[str, ...], window: H
                                      unhealthy_max=window.unhealthy_max)
     except (UpstreamUnavailable, UpstreamTimeout) as exc:
         return agent_host(window, note=f"Prometheus at {cfg.url} not used: {exc.message}")
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 hour``, ``2 hours``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

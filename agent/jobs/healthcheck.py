@@ -161,7 +161,7 @@ def message(sample: HostSample, found: list[Finding]) -> str | None:
     if sample.status == "OK":
         return None
     head = (f"vm-agent health check: {sample.status} at {sample.sampled_at}\n"
-            f"{len(found)} metric(s) over threshold:")
+            f"{len(found)} {'metric' if len(found) == 1 else 'metrics'} over threshold:")
     return "\n".join([head, *(f.line() for f in found)])
 
 

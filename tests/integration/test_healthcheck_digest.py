@@ -101,7 +101,7 @@ async def test_healthcheck_and_digest_through_the_runner(engine: TestEngine,
         assert f"message {sent[0]['id']} queued" in warn["steps"][0]["detail"]
         lines = sent[0]["text"].splitlines()
         assert lines[0].startswith("vm-agent health check: WARN at ")
-        assert lines[1] == "2 metric(s) over threshold:"
+        assert lines[1] == "2 metrics over threshold:"
         assert any(x.startswith("- [WARN] SwapCached: 250 MB (WARN above 200 MB). SwapCached "
                                 "is an early sign of memory pressure") for x in lines)
         assert any(x.startswith("- [WARN] Unhealthy containers: 1 (hcd-sick) (WARN above 0)")

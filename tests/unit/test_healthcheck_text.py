@@ -55,7 +55,7 @@ def test_swap_cached_over_200_mb_is_an_early_memory_pressure_warning() -> None:
     s = sample(memory=replace(MEM, swap_cached_bytes=250 * 10**6))
     text = text_of(s)
     assert text.splitlines()[0] == "vm-agent health check: WARN at 2026-11-30T07:00:00Z"
-    assert "1 metric(s) over threshold" in text
+    assert "1 metric over threshold" in text
     line = text.splitlines()[2]
     assert line.startswith("- [WARN] SwapCached: 250 MB (WARN above 200 MB). ")
     assert "early sign of memory pressure" in line and "docker stats" in line
@@ -109,7 +109,7 @@ def test_several_metrics_worst_first_and_configured_limits_used() -> None:
     text = text_of(s, t)
     lines = text.splitlines()
     assert lines[0].startswith("vm-agent health check: CRIT")
-    assert lines[1] == "3 metric(s) over threshold:"
+    assert lines[1] == "3 metrics over threshold:"
     assert lines[2].startswith("- [CRIT] MemAvailable: 300 MB")
     assert {lines[3].split(":")[0], lines[4].split(":")[0]} == {"- [WARN] CPU steal",
                                                                  "- [WARN] SwapCached"}
