@@ -126,8 +126,13 @@ def disk_health(sample: HostSample) -> Dimension:
 
 
 def service_health(sample: HostSample) -> Dimension:
-    """Unhealthy containers (Docker health status); Docker down scores the worst band (2)."""
+    """Unhealthy containers (Docker health status); Docker down scores the worst band (2),
+    unless the host runs without Docker on purpose (``thresholds.docker_unavailable: OK``
+    makes its level OK): then nothing can be unhealthy (20)."""
     dk = sample.docker
+    if not dk.available and sample.levels.get("docker_available") == "OK":
+        return Dimension("service_health", 20, 20, 0, "no Docker on this host "
+                         "(thresholds.docker_unavailable: OK): no container to be unhealthy")
     if not dk.available:
         return Dimension("service_health", 2, 20, None,
                          f"Docker is unreachable ({dk.error or 'no reply'}): container health "

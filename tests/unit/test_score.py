@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -106,6 +107,14 @@ def test_docker_down_scores_the_worst_band_and_says_why() -> None:
     d = dim(score_card(sample(docker=dk), cleanup(), NOW), "service_health")
     assert (d["points"], d["value"]) == (2, None)
     assert "Docker is unreachable (connection refused)" in d["reason"]
+
+
+def test_a_host_without_docker_on_purpose_is_not_scored_as_six_unhealthy() -> None:
+    dk = DockerSummary(available=False, error="socket not found")
+    on_purpose = dataclasses.replace(sample(docker=dk), levels={"docker_available": "OK"})
+    d = dim(score_card(on_purpose, cleanup(), NOW), "service_health")
+    assert (d["points"], d["value"]) == (20, 0)
+    assert "thresholds.docker_unavailable: OK" in d["reason"]
 
 
 @pytest.mark.parametrize(("age_s", "freed", "points"), [
