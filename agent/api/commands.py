@@ -49,7 +49,8 @@ COMMANDS: tuple[Command, ...] = (
             params=containers.NameParams),
     command("containers.restart", "POST", "/v1/containers/{name}/restart", "operator",
             containers.restart, "restart one container; 403 protected, 423 hold, 429 over "
-            "budget (retry_after_s)", params=containers.NameParams, mutating=True),
+            "budget (retry_after_s), 409 a restart of it in progress",
+            params=containers.NameParams, mutating=True),
     command("containers.restart_unhealthy", "POST", "/v1/containers/restart-unhealthy",
             "operator", containers.restart_unhealthy,
             "restart every unhealthy, unprotected container; per-container results",

@@ -32,6 +32,7 @@ Docker down (socket missing, connection refused, timeout, API error) gives
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -117,6 +118,21 @@ class DockerEngine:
         lines = await self.query(lambda docker: docker.containers.container(container_id).log(
             stdout=True, stderr=True, timestamps=True, tail=tail, timeout=None))
         return "".join(lines)
+
+    async def events(self, *, since: float, until: float,
+                     filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``GET /events?since&until&filters``: the events Docker still holds (its newest
+        256, in memory) between Unix seconds ``since`` and ``until``, oldest first; the
+        call returns at once.  UpstreamUnavailable."""
+        params = {"since": f"{since:.9f}", "until": f"{until:.9f}",
+                  "filters": json.dumps(dict(filters))}
+
+        async def fetch(docker: aiodocker.Docker) -> list[dict[str, Any]]:
+            async with docker._query("events", params=params) as response:
+                body = await response.read()
+            return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+        return await self.query(fetch)
 
     async def query(self, fn: Callable[[aiodocker.Docker], Awaitable[T]], *,
                     timeout_s: float | None = None) -> T:

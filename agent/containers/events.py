@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -30,18 +30,19 @@ from agent.config import Config
 from agent.containers.engine import DockerEngine
 from agent.containers.history import WatchdogHistory
 from agent.containers.inventory import Inventory
-from agent.containers.watchdog_run import WatchdogDeps, WatchdogReport, watchdog_pass
+from agent.containers.watchdog_report import WatchdogReport, recheck_after_s
+from agent.containers.watchdog_run import WatchdogDeps, begin_pass
 from agent.hold import HoldStore
 from agent.notify.events import AlertEvent, AlertLog
 from agent.store import Store
 
 log = logging.getLogger("vm-agent")
 
-#: health_status wakes a pass, oom is recorded; every one of them drops the container's
-#: cached inspect (agent.containers.inventory.InspectCache).
+#: health_status wakes a pass, oom is recorded, kill may start a stop (agent.containers.stops);
+#: every one of them drops the container's cached inspect (inventory.InspectCache).
 EVENT_FILTERS = {"type": ["container"],
                  "event": ["health_status", "oom", "start", "die", "restart", "update",
-                           "destroy", "rename", "pause", "unpause"]}
+                           "destroy", "rename", "pause", "unpause", "kill"]}
 RECHECK_SLACK_S = 0.5  # a health probe's own duration, plus scheduling
 #: Seconds before the same reconnect reason is logged again (Docker down for long: quiet).
 REPEAT_LOG_S = 600
@@ -150,10 +151,10 @@ class WatchdogService:
             self.events.start()
 
     async def stop(self) -> None:
-        """Stop following events and the loop (a running pass is cancelled)."""
+        """Stop following events and the loop (running passes are cancelled)."""
         if self.events is not None:
             await self.events.stop()
-        for task in [self._task, *self._side_tasks]:
+        for task in [self._task, *list(self._side_tasks)]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -172,6 +173,11 @@ class WatchdogService:
             await self._wait_due()
             await self._one_pass()
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     async def _wait_due(self) -> None:
         while (left := self._due - time.monotonic()) > 0:
             self._changed.clear()
@@ -181,16 +187,29 @@ class WatchdogService:
         self._due = time.monotonic() + self.backstop_interval_s
 
     async def _one_pass(self) -> None:
+        """Decide (awaited), then restart in a task of its own: the next pass must not
+        wait for a slow stop (a 240 s StopTimeout); restarts in flight are skipped."""
         try:
-            report = await watchdog_pass(self.deps, dry_run=False)
+            actions, finish = await begin_pass(self.deps, dry_run=False)
         except Exception as exc:  # Docker down: the reconnect or the backstop wakes us
-            self.last_error = str(exc)[:300]
-            log.warning("watchdog pass failed: %s", self.last_error)
+            self._failed(exc)
+            return
+        if (recheck := recheck_after_s(actions)) is not None:
+            self.wake("recheck", delay_s=recheck + RECHECK_SLACK_S)
+        self._spawn(self._finish(finish))
+
+    async def _finish(self, finish: Callable[[], Awaitable[WatchdogReport]]) -> None:
+        try:
+            report = await finish()
+        except Exception as exc:
+            self._failed(exc)
             return
         self.passes += 1
         self.last_report, self.last_error = report, None
-        if (recheck := report.recheck_after_s) is not None:
-            self.wake("recheck", delay_s=recheck + RECHECK_SLACK_S)
+
+    def _failed(self, exc: Exception) -> None:
+        self.last_error = str(exc)[:300]
+        log.warning("watchdog pass failed: %s", self.last_error)
 
     def _on_connect(self) -> None:
         self.deps.inventory.cache.follow(connected=True)
@@ -199,12 +218,11 @@ class WatchdogService:
     def _on_event(self, event: Mapping[str, Any]) -> None:
         action = str(event.get("Action") or event.get("status") or "")
         self.deps.inventory.cache.forget(str((event.get("Actor") or {}).get("ID") or ""))
+        self.deps.stops.note(event)  # kill: a docker stop may be in progress
         if action.startswith("health_status"):
             self.wake(action, delay_s=self.debounce_s)
         elif action == "oom":
-            task = asyncio.create_task(self._record_oom(event))
-            self._side_tasks.add(task)
-            task.add_done_callback(self._side_tasks.discard)
+            self._spawn(self._record_oom(event))
 
     async def _record_oom(self, event: Mapping[str, Any]) -> None:
         actor = event.get("Actor") or {}

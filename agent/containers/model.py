@@ -16,6 +16,7 @@ wire; durations are seconds; sizes bytes.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,6 +126,7 @@ class Container:
     healthcheck: Healthcheck | None = None
     restart_count: int = 0
     stop_timeout_s: int = DEFAULT_STOP_TIMEOUT_S
+    stop_signal: int = signal.SIGTERM  # Config.StopSignal as a number
     memory_bytes: int | None = None
     memory_limit_bytes: int = 0
     oom_killed: bool = False
@@ -182,6 +184,20 @@ def health_log_of(state: Mapping[str, Any]) -> tuple[HealthCheckResult, ...]:
                  for e in entries)
 
 
+def signal_number(name: str | None) -> int:
+    """``Config.StopSignal`` (``SIGTERM``, ``TERM``, ``15``, ``SIGRTMIN+3``) as a number;
+    SIGTERM (Docker's default) when unset or unknown."""
+    text = (name or "").strip().upper().removeprefix("SIG")
+    if text.isdigit():
+        return int(text)
+    if text.startswith("RTMIN+") and text[6:].isdigit():
+        return int(signal.SIGRTMIN) + int(text[6:])
+    try:
+        return int(signal.Signals["SIG" + text])
+    except KeyError:
+        return int(signal.SIGTERM)
+
+
 def opted_out(labels: Mapping[str, str]) -> bool:
     """True when ``labels`` hold ``vm-agent.watchdog=off`` (any case, spaces ignored)."""
     return str(labels.get(OPT_OUT_LABEL, "")).strip().lower() == "off"
@@ -217,6 +233,7 @@ def from_inspect(inspect: Mapping[str, Any], *, memory_bytes: int | None = None,
         health_log=health_log_of(state), healthcheck=healthcheck_of(config),
         restart_count=int(inspect.get("RestartCount", 0)),
         stop_timeout_s=int(config.get("StopTimeout") or DEFAULT_STOP_TIMEOUT_S),
+        stop_signal=signal_number(config.get("StopSignal")),
         memory_bytes=memory_bytes,
         memory_limit_bytes=int((inspect.get("HostConfig") or {}).get("Memory") or 0),
         oom_killed=bool(state.get("OOMKilled", False)),

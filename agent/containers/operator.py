@@ -6,9 +6,13 @@
 - the restart budget counts every restart the agent made of that container
   id (watchdog and operator): past ``max_restarts`` in ``window_s`` the
   restart is RateLimited (429, ``retry_after_s``);
-- a restart done here resets a tripped breaker (the operator restarted it).
+- a restart done here resets a tripped breaker (the operator restarted it);
+- a container with a restart in flight (watchdog or operator) is Conflict (409)
+  for ``restart``, skipped by ``restart-unhealthy``, which also skips one a
+  ``docker stop`` / ``compose down`` is in progress for (agent.containers.stops).
 
-Both take ``deps.lock`` so they never race a watchdog pass.
+Both check under ``deps.lock`` (as a watchdog pass decides) and restart after
+releasing it, the ids claimed in ``deps.restarting`` meanwhile.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ import asyncio
 from typing import Any
 
 from agent.containers.model import Container
+from agent.containers.stops import being_stopped
 from agent.containers.watchdog import History, retry_after_s
 from agent.containers.watchdog_run import ActionResult, WatchdogDeps, restart_container
-from agent.errors import Forbidden, NotFound, RateLimited, UpstreamUnavailable
+from agent.errors import Conflict, Forbidden, NotFound, RateLimited, UpstreamUnavailable
 
 
 async def restart_one(deps: WatchdogDeps, name: str) -> dict[str, Any]:
     """Restart ``name``; ``{name, id, result, took_s, breaker_reset}``.
 
-    Raises NotFound, Forbidden, Locked, RateLimited as above, and
+    Raises NotFound, Forbidden, Locked, RateLimited, Conflict as above, and
     UpstreamUnavailable when Docker failed the restart (it is still recorded).
     """
     async with deps.lock:
@@ -34,11 +39,14 @@ async def restart_one(deps: WatchdogDeps, name: str) -> dict[str, Any]:
             raise Forbidden(f"{name} is protected (watchdog.protected); not restarted",
                             {"container": name})
         deps.hold.check(f"restart of {name}")
+        if container.id in deps.restarting:
+            raise Conflict(f"a restart of {name} is in progress", {"container": name})
         history = await _history_of(deps, container)
         wait = retry_after_s(history, deps.clock(), deps.config)
         if wait is not None:
             raise _over_budget(deps, name, wait)
-        result = await _restart(deps, container)
+        deps.restarting.add(container.id)  # the restart runs after the lock is released
+    result = await _restart(deps, container)  # drops the claim, also when cancelled
     if result.result == "vanished":
         raise NotFound(f"{name} was removed before it could be restarted", {"container": name})
     if result.result == "failed":
@@ -57,24 +65,37 @@ async def restart_unhealthy(deps: WatchdogDeps) -> list[dict[str, Any]]:
     deps.hold.check("restart-unhealthy")
     async with deps.lock:
         containers = await deps.inventory.containers(unhealthy_only=True)
-        limit = asyncio.Semaphore(deps.max_parallel_restarts)
+        stopping = await being_stopped(deps.inventory.engine, deps.stops, containers)
+        checked = [(c, await _refusal(deps, c, stopping=c.id in stopping)) for c in containers]
+        deps.restarting.update(c.id for c, refused in checked if refused is None)
+    limit = asyncio.Semaphore(deps.max_parallel_restarts)
 
-        async def one(c: Container) -> dict[str, Any]:
+    async def one(c: Container, refused: dict[str, Any] | None) -> dict[str, Any]:
+        if refused is not None:
+            return refused
+        try:
             async with limit:
-                return await _maybe_restart(deps, c)
+                return _wire(await _restart(deps, c))
+        finally:  # cancelled while waiting: the claim goes too
+            deps.restarting.discard(c.id)
 
-        return list(await asyncio.gather(*(one(c) for c in containers)))
+    return list(await asyncio.gather(*(one(c, refused) for c, refused in checked)))
 
 
-async def _maybe_restart(deps: WatchdogDeps, c: Container) -> dict[str, Any]:
+async def _refusal(deps: WatchdogDeps, c: Container, *, stopping: bool) -> dict[str, Any] | None:
+    """The skipped row of ``c``, or None when it is to be restarted."""
     if c.name in deps.config.protected:
         return _skipped(c, "protected (watchdog.protected)")
     if c.opted_out:
         return _skipped(c, "opted out (label vm-agent.watchdog=off)")
+    if c.id in deps.restarting:
+        return _skipped(c, "restart in progress")
+    if stopping:
+        return _skipped(c, "being stopped (docker stop or compose down in progress)")
     wait = retry_after_s(await _history_of(deps, c), deps.clock(), deps.config)
     if wait is not None:
         return {**_skipped(c, "restart budget spent"), "retry_after_s": round(wait, 3)}
-    return _wire(await _restart(deps, c))
+    return None
 
 
 async def _restart(deps: WatchdogDeps, c: Container) -> ActionResult:

@@ -6,7 +6,10 @@ container is restarted only when every rule holds, checked in this order
 (the first that fails gives a :class:`Skip` with its reason):
 
 1. it is ``running`` and Docker says ``unhealthy`` (anything else: no action,
-   so manual stops and ``docker compose down`` are never undone);
+   so manual stops and ``docker compose down`` are never undone), and no stop is
+   in progress (``Snapshot.being_stopped``, see :mod:`agent.containers.stops`:
+   a restart sent while ``docker stop`` waits would start it again) and no
+   restart of it is in flight (``Snapshot.restarting``);
 2. not opted out (label ``vm-agent.watchdog=off``);
 3. not in ``watchdog.protected``;
 4. FailingStreak >= ``failures_before_restart`` and the newest that many
@@ -14,10 +17,12 @@ container is restarted only when every rule holds, checked in this order
 5. the breaker has not tripped (see below);
 6. past its grace period: start_period + interval x retries of its own
    HEALTHCHECK (Docker's defaults when unset: 0 s, 30 s, 3) since its last
-   start or agent restart, whichever is later;
+   start or agent restart, whichever is later (one dated more than a grace
+   period ahead of ``now``, from before the clock stepped back, is ignored);
 7. no maintenance hold is active ("hold active");
 8. within budget: fewer than ``max_restarts`` agent restarts of this
-   container id in the last ``window_s``.  Past it: one :class:`GiveUp`
+   container id in the last ``window_s`` (restarts dated up to a window ahead,
+   from before the clock stepped back, count too).  Past it: one :class:`GiveUp`
    ("restart loop, giving up"), then Skips until the breaker is reset.
 
 The breaker resets (:class:`Resume`) when the container is healthy again,
@@ -55,10 +60,13 @@ class History:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The containers a pass looks at (inspected) and whether a maintenance hold is active."""
+    """The containers a pass looks at (inspected), whether a maintenance hold is active,
+    and the ids a ``docker stop`` / ``compose down`` is in progress for."""
 
     containers: Sequence[Container]
     hold_active: bool = False
+    being_stopped: frozenset[str] = frozenset()
+    restarting: frozenset[str] = frozenset()  # ids with a restart in flight
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,10 @@ def action_wire(action: Action) -> dict[str, Any]:
 
 
 def restarts_in_window(history: History, now: float, window_s: float) -> tuple[float, ...]:
-    """The restarts in ``(now - window_s, now]``."""
-    return tuple(t for t in history.restarts if now - window_s < t <= now)
+    """The restarts in ``(now - window_s, now + window_s]``: one dated after ``now`` was
+    recorded before the clock stepped back and still counts; one more than a window
+    ahead is a clock fixed after running far ahead, and is ignored."""
+    return tuple(t for t in history.restarts if now - window_s < t <= now + window_s)
 
 
 def retry_after_s(history: History, now: float, cfg: WatchdogConfig) -> float | None:
@@ -148,7 +158,9 @@ def decide(snapshot: Snapshot, history: Mapping[str, History], now: float,
     actions = []
     for c in sorted(snapshot.containers, key=lambda c: (c.name, c.id)):
         action = decide_one(c, history.get(c.id, History()), now, cfg,
-                            hold_active=snapshot.hold_active)
+                            hold_active=snapshot.hold_active,
+                            being_stopped=c.id in snapshot.being_stopped,
+                            restarting=c.id in snapshot.restarting)
         if action is not None:
             actions.append(action)
     return actions
@@ -162,12 +174,18 @@ def skipped_by_list(c: Container, cfg: WatchdogConfig) -> bool:
 
 
 def decide_one(c: Container, h: History, now: float, cfg: WatchdogConfig, *,
-               hold_active: bool) -> Action | None:
+               hold_active: bool, being_stopped: bool = False,
+               restarting: bool = False) -> Action | None:
     """The action for one container (None: nothing to do or say)."""
     if h.gave_up_at is not None and (why := resume_reason(c, h)) is not None:
         return Resume(c.name, c.id, why)
     if c.state != "running" or c.health != "unhealthy":
         return None
+    if restarting:
+        return Skip(c.name, c.id, "restart in progress")
+    if being_stopped:
+        return Skip(c.name, c.id, "being stopped (docker stop or compose down in progress): "
+                    "not restarted")
     skip = _eligibility(c, h, now, cfg) or _timing(c, h, now, hold_active=hold_active)
     if skip is not None:
         return skip
@@ -219,7 +237,10 @@ def _checks_away(c: Container, hc: Healthcheck, checks: int, now: float) -> floa
 
 def _timing(c: Container, h: History, now: float, *, hold_active: bool) -> Skip | None:
     grace = (c.healthcheck or Healthcheck()).grace_s
-    since = max(t for t in (h.last_restart_at, c.started_at, float("-inf")) if t is not None)
+    # a start or restart dated more than a grace period after now was stamped before the
+    # clock stepped back: ignored, or a step back of a day would stop the watchdog a day
+    since = max(t for t in (h.last_restart_at, c.started_at, float("-inf"))
+                if t is not None and t <= now + grace)
     left = since + grace - now
     if left > 0:
         return Skip(c.name, c.id, f"in grace period: {left:.1f} s left of {grace:g} s",

@@ -1,9 +1,10 @@
 """The watchdog's effects: observe, :func:`decide`, execute, record, audit, alert.
 
 :func:`watchdog_pass` is what the job runner (``vm-agentctl run watchdog``),
-the event trigger and the backstop timer call.  Passes never overlap
-(``deps.lock``; the API's restarts take it too), so one unhealthy container is
-never restarted twice at once.
+the event trigger and the backstop timer call.  Passes decide one at
+a time (``deps.lock``; the API's restarts take it too) and restart after it
+(``deps.restarting`` holds the ids in flight), so one unhealthy container is
+never restarted twice at once and a slow stop holds up no other container.
 
 A pass: one ``GET /containers/json?filters=health=unhealthy``, inspects of
 those plus of containers whose breaker is tripped (concurrent, bounded;
@@ -22,27 +23,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.audit import PRIORITY_ERR, PRIORITY_INFO, PRIORITY_WARNING, Auditor
 from agent.config import WatchdogConfig
 from agent.containers.history import RestartRecord, RestartResult, Trigger, WatchdogHistory
 from agent.containers.inventory import Inventory
-from agent.containers.model import Container, from_listed, rfc3339
+from agent.containers.model import Container, from_listed
+from agent.containers.stops import StopLog, being_stopped
 from agent.containers.watchdog import (
     Action,
     GiveUp,
     History,
     Restart,
     Resume,
-    Skip,
     Snapshot,
     action_wire,
     decide,
     skipped_by_list,
 )
+from agent.containers.watchdog_report import ActionResult as ActionResult
+from agent.containers.watchdog_report import WatchdogReport as WatchdogReport
 from agent.errors import AgentError, NotFound
 from agent.hold import HoldStore
 from agent.notify.events import AlertEvent, AlertLevel, AlertLog
@@ -63,68 +66,61 @@ class WatchdogDeps:
     clock: Callable[[], float] = time.time
     max_parallel_restarts: int = 4
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    """What one action did: ``result`` is restarted, failed, vanished, skipped, gave_up or
-    resumed; ``took_s`` seconds; ``error`` when it failed."""
-
-    container: str
-    container_id: str
-    kind: str
-    result: str
-    took_s: float = 0.0
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class WatchdogReport:
-    """One pass: ``started_at`` Unix seconds, ``took_s`` seconds, ``examined`` containers
-    decided on (inspected, or listed and skipped by rule 2 or 3), the decided ``actions``
-    and (unless ``dry_run``) their ``results``."""
-
-    dry_run: bool
-    started_at: float
-    took_s: float
-    hold_active: bool
-    examined: int
-    actions: Sequence[Action]
-    results: Sequence[ActionResult] = ()
-
-    @property
-    def status(self) -> str:
-        """``ok``, or ``partial`` when a restart failed."""
-        return "partial" if any(r.result == "failed" for r in self.results) else "ok"
-
-    @property
-    def recheck_after_s(self) -> float | None:
-        """The soonest time (seconds from the pass) a Skip could turn into a restart."""
-        due = [a.recheck_after_s for a in self.actions
-               if isinstance(a, Skip) and a.recheck_after_s is not None]
-        return min(due) if due else None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "started_at": rfc3339(self.started_at),
-                "took_s": round(self.took_s, 3), "hold_active": self.hold_active,
-                "examined": self.examined, "status": self.status,
-                "actions": [action_wire(a) for a in self.actions],
-                "results": [asdict(r) for r in self.results]}
+    #: Ids with a restart in flight (claimed under ``lock``, dropped once recorded).
+    restarting: set[str] = field(default_factory=set)
+    stops: StopLog = field(default_factory=StopLog)
 
 
 async def watchdog_pass(deps: WatchdogDeps, *, dry_run: bool) -> WatchdogReport:
-    """One watchdog pass (see the module docstring); waits for a running pass to end.
+    """One watchdog pass (see the module docstring): :func:`begin_pass`, then its restarts.
 
     Raises UpstreamUnavailable when Docker cannot be listed; per-container
-    failures are reported in ``results``, never raised.
+    failures are reported in ``results`` (restarts last), never raised.
+    """
+    _, finish = await begin_pass(deps, dry_run=dry_run)
+    return await finish()
+
+
+async def begin_pass(deps: WatchdogDeps, *, dry_run: bool
+                     ) -> tuple[Sequence[Action], Callable[[], Awaitable[WatchdogReport]]]:
+    """Observe, decide and do the quick actions under ``deps.lock`` (waits for another
+    pass's decisions); returns the actions and the rest: the restarts, then the report.
+
+    The lock does not cover the restarts (a 240 s StopTimeout must not hold up
+    other containers); their ids stay in ``deps.restarting`` until recorded, so
+    no pass restarts one twice.  Raises UpstreamUnavailable as watchdog_pass.
     """
     async with deps.lock:
         started, t0 = deps.clock(), time.monotonic()
         snapshot, history = await observe(deps, prune=not dry_run)
-        actions = decide(snapshot, history, deps.clock(), deps.config)
-        results = [] if dry_run else await _execute_all(deps, actions)
+        snapshot = replace(snapshot, restarting=frozenset(deps.restarting))
+        now = deps.clock()
+        actions = decide(snapshot, history, now, deps.config)
+        if stopping := await _stopping(deps, snapshot, actions):
+            snapshot = replace(snapshot, being_stopped=stopping)
+            actions = decide(snapshot, history, now, deps.config)
+        restarts = [] if dry_run else [a for a in actions if isinstance(a, Restart)]
+        deps.restarting.update(a.container_id for a in restarts)
+        quick = [] if dry_run else await _execute_all(
+            deps, [a for a in actions if not isinstance(a, Restart)])
+
+    async def finish() -> WatchdogReport:
+        try:
+            results = [*quick, *await _execute_all(deps, restarts)]
+        finally:  # also when cancelled before a restart began: no claim outlives its pass
+            deps.restarting.difference_update(a.container_id for a in restarts)
         return WatchdogReport(dry_run, started, time.monotonic() - t0, snapshot.hold_active,
                               len(snapshot.containers), actions, results)
+
+    return actions, finish
+
+
+async def _stopping(deps: WatchdogDeps, snapshot: Snapshot,
+                    actions: Sequence[Action]) -> frozenset[str]:
+    """The ids among the decided restarts a stop is in progress for (asked only then)."""
+    ids = {a.container_id for a in actions if isinstance(a, Restart)}
+    return await being_stopped(deps.inventory.engine, deps.stops,
+                               (c for c in snapshot.containers if c.id in ids))
 
 
 async def observe(deps: WatchdogDeps, *, prune: bool) -> tuple[Snapshot, dict[str, History]]:
@@ -222,10 +218,25 @@ async def restart_container(deps: WatchdogDeps, name: str, container_id: str, *,
                             stop_timeout_s: int, failing_streak: int,
                             trigger: Trigger) -> ActionResult:
     """Restart one container by id, record it, audit it; alert when the watchdog did it.
+    Drops ``container_id`` from ``deps.restarting`` (the caller's claim) once recorded.
 
     ``result`` is ``restarted``, ``failed`` (``error`` says why) or ``vanished``
     (404: removed meanwhile, recorded but not counted against the budget).
     """
+    try:
+        rec = await _restart_and_record(deps, name, container_id, stop_timeout_s=stop_timeout_s,
+                                        failing_streak=failing_streak, trigger=trigger)
+    finally:
+        deps.restarting.discard(container_id)
+    _report_restart(deps, rec)
+    return ActionResult(name, container_id, "restart",
+                        {"ok": "restarted"}.get(rec.result, rec.result), round(rec.took_s, 3),
+                        rec.error)
+
+
+async def _restart_and_record(deps: WatchdogDeps, name: str, container_id: str, *,
+                              stop_timeout_s: int, failing_streak: int,
+                              trigger: Trigger) -> RestartRecord:
     at, t0 = deps.clock(), time.monotonic()
     result: RestartResult = "ok"
     error = None
@@ -236,12 +247,10 @@ async def restart_container(deps: WatchdogDeps, name: str, container_id: str, *,
         result, error = "vanished", "removed before it could be restarted"
     except AgentError as exc:
         result, error = "failed", exc.message
-    took = time.monotonic() - t0
-    rec = RestartRecord(at, name, container_id, trigger, failing_streak, result, took, error)
+    rec = RestartRecord(at, name, container_id, trigger, failing_streak, result,
+                        time.monotonic() - t0, error)
     await asyncio.to_thread(deps.history.record_restart, rec)
-    _report_restart(deps, rec)
-    return ActionResult(name, container_id, "restart",
-                        {"ok": "restarted"}.get(result, result), round(took, 3), error)
+    return rec
 
 
 def _report_restart(deps: WatchdogDeps, rec: RestartRecord) -> None:
