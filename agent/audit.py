@@ -38,9 +38,12 @@ PRIORITY_ERR: Final = 3
 PRIORITY_WARNING: Final = 4
 PRIORITY_INFO: Final = 6
 
-#: A key containing any of these (case-insensitive) has its value replaced by ``"***"``.
-SECRET_WORDS: Final = ("token", "password", "secret", "passwd", "authorization",
-                       "api_key", "credential")
+#: A key containing any of these has its value replaced by ``"***"``; compared with the key
+#: lower-cased and stripped of everything but letters and digits, so ``apiKey``,
+#: ``X-Api-Key`` and ``api_key`` all match ``apikey``.
+SECRET_WORDS: Final = ("token", "password", "passwd", "passphrase", "secret", "authorization",
+                       "apikey", "accesskey", "privatekey", "credential", "cookie")
+_NOT_ALNUM: Final = re.compile(r"[^a-z0-9]")
 REDACTED: Final = "***"
 _WARN_EVERY_S: Final = 60.0
 _UNSAFE_NAME: Final = re.compile(r"[^A-Z0-9_]")
@@ -61,8 +64,8 @@ def priority_for(result: str) -> int:
 
 
 def _is_secret(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in SECRET_WORDS)
+    folded = _NOT_ALNUM.sub("", key.lower())
+    return any(word in folded for word in SECRET_WORDS)
 
 
 def redact(value: Any) -> Any:

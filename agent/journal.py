@@ -14,7 +14,10 @@ systemd's ``journal-file.c`` also refuses a leading digit).
 
 The socket is non-blocking: a full journal drops the entry (counted by the
 caller) rather than stalling the event loop.  When there is no journal socket
-(``ENOENT``/``ECONNREFUSED``) the entry goes to ``stream`` as one JSON line.
+(``ENOENT``/``ECONNREFUSED``) the entry goes to ``stream`` as one JSON line:
+non-ASCII text is kept, but NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR
+(U+0085, U+2028, U+2029), which JSON leaves as they are and Unicode-aware
+line readers split on, are written as ``\\uXXXX`` escapes.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ _NO_JOURNAL: Final = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR}
 #: After finding no journal socket, entries go to the fallback for this long before
 #: the socket is tried again (journald started later is picked up within it).
 ABSENT_RECHECK_S: Final = 1.0
+#: line breaks to Python's str.splitlines() (and ECMAScript before 2019) that JSON does not
+#: escape; in JSON text they only occur inside strings, where ``\\uXXXX`` means the same
+_UNICODE_BREAKS: Final = re.compile("[\x85\u2028\u2029]")
 _SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 FieldValue = str | bytes | int | float
@@ -84,6 +90,14 @@ def check_field_name(name: str) -> str:
     if not _FIELD_NAME.fullmatch(name):
         raise InvalidFieldName(f"invalid journal field name {name!r}", {"field": name})
     return name
+
+
+def escape_line_breaks(json_text: str) -> str:
+    """``json_text`` with U+0085, U+2028 and U+2029 as ``\\uXXXX`` escapes: the same JSON
+    value, one line to any line reader."""
+    if _UNICODE_BREAKS.search(json_text) is None:
+        return json_text
+    return _UNICODE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", json_text)
 
 
 def _as_bytes(value: FieldValue) -> bytes:
@@ -165,14 +179,14 @@ class JournalWriter:
         raises ``OSError``.
         """
         if self.journal_absent():  # the common case without journald: one write for all
-            outcome = self._write_lines([entry.json_line() for entry in entries])
+            outcome = self._write_lines([entry.json_line() for entry in entries], as_json=True)
             self._count(outcome, len(entries))
             return [outcome] * len(entries)
         outcomes = [self._deliver(entry.native()) for entry in entries]
         fallback = [entry.json_line() for entry, outcome in zip(entries, outcomes, strict=True)
                     if outcome is Outcome.FALLBACK]
         if fallback:
-            written = self._write_lines(fallback)
+            written = self._write_lines(fallback, as_json=True)
             outcomes = [written if o is Outcome.FALLBACK else o for o in outcomes]
         for outcome in outcomes:
             self._count(outcome, 1)
@@ -219,12 +233,15 @@ class JournalWriter:
         return Outcome.DROPPED
 
     def _write_fallback(self, fields: Mapping[str, FieldValue], line: str | None) -> Outcome:
-        if line is None:
-            line = json.dumps({k: _json_value(v) for k, v in fields.items()}, ensure_ascii=False)
-        return self._write_lines([line.rstrip("\n")])
+        if line is not None:
+            return self._write_lines([line.rstrip("\n")])
+        line = json.dumps({k: _json_value(v) for k, v in fields.items()}, ensure_ascii=False)
+        return self._write_lines([line], as_json=True)
 
-    def _write_lines(self, lines: list[str]) -> Outcome:
+    def _write_lines(self, lines: list[str], *, as_json: bool = False) -> Outcome:
         text = "\n".join(lines) + "\n"
+        if as_json:
+            text = escape_line_breaks(text)
         try:
             with self._lock:
                 self.stream.write(text)

@@ -2,20 +2,25 @@
 
 The peer of a Unix socket connection is identified by ``SO_PEERCRED``
 (``man 7 unix``): the pid, uid and gid of the process that connected.
-Supplementary groups are read from ``/proc/<pid>/status`` (``Groups:``,
-``man 5 proc``) so a user whose *secondary* group is ``vm-agent`` gets the
-role too.  uid 0 is always operator.
+Supplementary groups count too, so a user whose *secondary* group is
+``vm-agent`` gets the role: they come from ``SO_PEERGROUPS`` (``man 7
+socket``, Linux 4.13), which the kernel records at ``connect()`` like the
+uid.  They are never read from ``/proc/<pid>/status`` while the kernel gives
+them: that pid may by then be another process (the peer exited and its pid
+was reused), whose groups would be granted to the connection.  Only a kernel
+without ``SO_PEERGROUPS`` falls back to ``/proc``.  uid 0 is always operator.
 """
 
 from __future__ import annotations
 
+import errno
 import grp
 import logging
 import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from agent.config import AccessConfig, RoleConfig
 
@@ -23,6 +28,10 @@ Role = Literal["operator", "viewer", "none"]
 log = logging.getLogger("vm-agent")
 
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+#: ``SO_PEERGROUPS`` (asm-generic/socket.h; Python 3.11 does not name it)
+SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)
+#: CPython's getsockopt() reads at most 1024 bytes: 256 gid_t
+_GROUPS_BUF: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,36 @@ def peer_of(sock: socket.socket, *, proc_root: str = "/proc") -> Peer:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
     pid_or_none = pid if pid > 0 else None
-    groups = supplementary_groups(pid_or_none, proc_root) | {gid}
+    groups = peer_groups(sock, pid_or_none, proc_root=proc_root) | {gid}
     return Peer(pid=pid_or_none, uid=uid, gid=gid, groups=frozenset(groups))
 
 
+def peer_groups(sock: socket.socket, pid: int | None, *, proc_root: str = "/proc") -> set[int]:
+    """The peer's supplementary group ids as they were at ``connect()`` (``SO_PEERGROUPS``).
+
+    A peer in more than 256 groups gets none of them (a warning is logged:
+    failing closed); a kernel without ``SO_PEERGROUPS`` (before 4.13) falls
+    back to :func:`supplementary_groups`.  Raises OSError on other errors.
+    """
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, _GROUPS_BUF)
+    except OSError as exc:
+        if exc.errno == errno.ERANGE:
+            log.warning("peer pid %s is in more than %d groups; its supplementary groups "
+                        "are ignored", pid, _GROUPS_BUF // 4)
+            return set()
+        if exc.errno != errno.ENOPROTOOPT:
+            raise
+        return supplementary_groups(pid, proc_root)
+    return set(struct.unpack(f"{len(raw) // 4}I", raw))
+
+
 def supplementary_groups(pid: int | None, proc_root: str = "/proc") -> set[int]:
-    """Group ids from the ``Groups:`` line of ``/proc/<pid>/status``; empty when unreadable."""
+    """Group ids from the ``Groups:`` line of ``/proc/<pid>/status``; empty when unreadable.
+
+    Racy (the pid may be reused once the peer exits): only for kernels without
+    ``SO_PEERGROUPS``; see :func:`peer_groups`.
+    """
     if pid is None:
         return set()
     try:
