@@ -140,7 +140,11 @@ def load_token(token_file: str, *, credentials_dir: str | None = None) -> str | 
         if token is not None:
             return token
     if token_file and not os.path.lexists(token_file):
-        log.warning("telegram.token_file %s does not exist", token_file)
+        if TOKEN_PATTERN.fullmatch(token_file.strip()):  # the token itself: never log it
+            log.warning("telegram.token_file holds what looks like the bot token itself: "
+                        "put the token in a file (mode 0600) and name that file")
+        else:
+            log.warning("telegram.token_file %s does not exist", token_file)
     return None
 
 

@@ -104,6 +104,14 @@ def test_a_configured_token_file_that_is_missing_is_warned_about(
     assert str(missing) in caplog.text and "does not exist" in caplog.text
 
 
+def test_the_token_given_as_token_file_is_never_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):  # the operator put the token where its file goes
+        assert load_token(TOKEN, credentials_dir="") is None
+    assert SECRET not in caplog.text
+    assert "looks like the bot token itself" in caplog.text
+
+
 def test_a_world_readable_token_file_is_warned_about_never_logged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "telegram-token"
