@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from agent.containers.watchdog import Skip
 from agent.containers.watchdog_run import watchdog_pass
 from agent.errors import Conflict
 from tests.integration.dockerd import TEST_IMAGE, TestEngine
+from tests.integration.test_watchdog import unhealthy_with_streak, until
 from tests.integration.watchdog_kit import (
     FLIP_CHECK,
     NS,
@@ -24,7 +24,6 @@ from tests.integration.watchdog_kit import (
     run_flip,
     set_ok,
     state,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -41,13 +40,6 @@ async def kit(engine: TestEngine, tmp_path: Path) -> AsyncIterator[Kit]:
     await made.aclose()
 
 
-async def until(what: Any, timeout_s: float, message: str) -> Any:
-    return await asyncio.to_thread(wait_for, what, timeout_s, message)
-
-
-def unhealthy_with_streak(engine: TestEngine, name: str, streak: int) -> bool:
-    s = state(engine, name)
-    return s["Health"]["Status"] == "unhealthy" and s["Health"]["FailingStreak"] >= streak
 
 
 def run_slow_to_stop(engine: TestEngine, name: str, *, stop_timeout_s: int,

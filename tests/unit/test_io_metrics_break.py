@@ -19,6 +19,7 @@ from agent.containers.blockstack import block_holders
 from agent.containers.iorate import IoSampler
 from agent.containers.iowrite import RunningContainer
 from agent.errors import UpstreamTimeout, UpstreamUnavailable
+from tests.unit.test_cgroupio import Clock
 
 CID = "a" * 64
 OTHER = "b" * 64
@@ -37,12 +38,6 @@ class Listing:
         return 0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def lvm_sysfs(root: Path) -> Path:
