@@ -46,8 +46,15 @@ def alerts(tmp: Path) -> list[str]:
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Send ``sig`` and wait; a daemon still there after 30 s is killed (never left behind)
+    and the test fails."""
     proc.send_signal(sig)
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
 
 
 def test_same_instant_runs_and_kills_leave_one_record_each_and_one_alert(tmp: Path) -> None:
