@@ -122,8 +122,9 @@ class DockerEngine:
     async def events(self, *, since: float, until: float,
                      filters: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``GET /events?since&until&filters``: the events Docker still holds (its newest
-        256, in memory) between Unix seconds ``since`` and ``until``, oldest first; the
-        call returns at once.  UpstreamUnavailable."""
+        256, in memory) between Unix seconds ``since`` and ``until``, oldest first.  It
+        returns at once only when ``until`` is not in the future: Docker streams events
+        until then.  UpstreamUnavailable."""
         params = {"since": f"{since:.9f}", "until": f"{until:.9f}",
                   "filters": json.dumps(dict(filters))}
 

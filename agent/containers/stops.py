@@ -92,8 +92,8 @@ async def being_stopped(engine: DockerEngine, stops: StopLog,
 
 async def _logged_kills(engine: DockerEngine, container_id: str, *,
                         since: float) -> list[tuple[float, int]]:
-    try:  # until: Docker's own clock (wall time), a second ahead
-        events = await engine.events(since=since, until=time.time() + 1,
+    try:  # until: now (Docker's clock is the host's); a later one makes Docker wait for it
+        events = await engine.events(since=since, until=time.time(),
                                      filters={"container": [container_id], "event": ["kill"]})
     except AgentError:
         return []
