@@ -28,6 +28,7 @@ from typing import Any, Final
 import aiohttp
 
 from agent.errors import BadRequest, NotFound, UpstreamTimeout, UpstreamUnavailable
+from agent.httpbody import TooLarge, read_capped
 
 UPSTREAM: Final = "ollama"
 
@@ -187,15 +188,11 @@ async def _answer(resp: aiohttp.ClientResponse, path: str) -> dict[str, Any]:
 async def _read_capped(resp: aiohttp.ClientResponse, path: str) -> str:
     """The body as text (UTF-8, as Ollama writes JSON); UpstreamUnavailable past
     MAX_ANSWER_BYTES, without reading the rest."""
-    declared, body = resp.content_length or 0, bytearray()
-    if declared <= MAX_ANSWER_BYTES:
-        async for chunk in resp.content.iter_chunked(1 << 16):
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                break
-    if max(declared, len(body)) > MAX_ANSWER_BYTES:
+    try:
+        body = await read_capped(resp, MAX_ANSWER_BYTES)
+    except TooLarge:
         raise UpstreamUnavailable(UPSTREAM, f"Ollama's answer to {path} is larger than "
-                                  f"{MAX_ANSWER_BYTES} bytes", status=resp.status)
+                                  f"{MAX_ANSWER_BYTES} bytes", status=resp.status) from None
     return body.decode("utf-8", "replace")
 
 

@@ -33,6 +33,7 @@ from typing import Any, Final
 import aiohttp
 
 from agent.errors import UpstreamTimeout, UpstreamUnavailable
+from agent.httpbody import TooLarge, read_capped
 
 UPSTREAM = "prometheus"
 NOT_CONFIGURED = "prometheus.url is not configured"
@@ -154,14 +155,12 @@ def _bad_response(what: str, http_status: int) -> UpstreamUnavailable:
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
     """The body, or UpstreamUnavailable ``too_large`` past :data:`MAX_BODY_BYTES`."""
-    body = bytearray()
-    async for chunk in resp.content.iter_any():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise UpstreamUnavailable(
-                UPSTREAM, f"answer larger than {MAX_BODY_BYTES // 2**20} MiB",
-                error_type="too_large", http_status=resp.status)
-    return bytes(body)
+    try:
+        return await read_capped(resp, MAX_BODY_BYTES)
+    except TooLarge:
+        raise UpstreamUnavailable(
+            UPSTREAM, f"answer larger than {MAX_BODY_BYTES // 2**20} MiB",
+            error_type="too_large", http_status=resp.status) from None
 
 
 async def _get(session: aiohttp.ClientSession, url: str, path: str, params: dict[str, str],
