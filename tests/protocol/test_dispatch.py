@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from agent.api.server import AgentRunner
 from tests.protocol.conftest import Agent, start_agent
 
 Reply = tuple[int, dict[str, str], dict[str, Any]]
@@ -109,12 +108,8 @@ async def test_keep_alive_requests_each_leave_one_entry(agent_server: Agent) -> 
     assert [s for s, _h, _e in replies].count(404) == 25
 
 
-async def _start(tmp: Path, **server: Any) -> tuple[Agent, AgentRunner, Any]:
-    return await start_agent(tmp, **server)
-
-
 async def test_idle_keep_alive_is_closed_after_the_client_timeout(short_tmp: Path) -> None:
-    agent, _runner, stopper = await _start(short_tmp, client_timeout_s=0.5)
+    agent, _runner, stopper = await start_agent(short_tmp, client_timeout_s=0.5)
     try:
         def idle_after_one() -> float:
             with socket.socket(socket.AF_UNIX) as s:
@@ -132,7 +127,7 @@ async def test_idle_keep_alive_is_closed_after_the_client_timeout(short_tmp: Pat
 
 
 async def test_a_busy_keep_alive_connection_outlives_the_client_timeout(short_tmp: Path) -> None:
-    agent, _runner, stopper = await _start(short_tmp, client_timeout_s=0.5)
+    agent, _runner, stopper = await start_agent(short_tmp, client_timeout_s=0.5)
     try:
         started = time.monotonic()
         replies = await asyncio.to_thread(_keep_alive, agent.socket_path, ["/v1/version"] * 8,
@@ -144,7 +139,7 @@ async def test_a_busy_keep_alive_connection_outlives_the_client_timeout(short_tm
 
 
 async def test_a_request_running_longer_than_the_timeout_is_not_cut(short_tmp: Path) -> None:
-    agent, _runner, stopper = await _start(short_tmp, client_timeout_s=0.3)
+    agent, _runner, stopper = await start_agent(short_tmp, client_timeout_s=0.3)
     reader, writer = await asyncio.open_unix_connection(agent.socket_path)
     try:
         await asyncio.sleep(0.05)
@@ -162,7 +157,7 @@ async def test_a_request_running_longer_than_the_timeout_is_not_cut(short_tmp: P
 
 async def test_stop_drains_a_request_in_flight_and_closes_its_connection(
         short_tmp: Path) -> None:
-    agent, runner, stopper = await _start(short_tmp, client_timeout_s=5)
+    agent, runner, stopper = await start_agent(short_tmp, client_timeout_s=5)
     try:
         reader, writer = await asyncio.open_unix_connection(agent.socket_path)
         writer.write(b"PUT /v1/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 22\r\n\r\n{\"reason\": ")
