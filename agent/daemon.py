@@ -41,6 +41,9 @@ from agent.wiring import build_services, start_services, stop_services
 log = logging.getLogger("vm-agent")
 
 EX_OK, EX_UNAVAILABLE, EX_CONFIG = 0, 69, 78  # sysexits.h
+#: On a stop, how long an accepted connection that has sent no request yet may take to
+#: send it (seconds); an idle client holds the stop up no longer than this.
+FIRST_REQUEST_GRACE_S = 1.0
 DEFAULT_CONFIG = "/etc/vm-agent/vm-agent.yaml"
 # After the drain (server.shutdown_timeout_s), what is still running gets this long.
 _CLEANUP_GRACE_S = 1.0
@@ -119,6 +122,9 @@ class Daemon:
                         pinger: asyncio.Task[None] | None) -> None:
         self.notifier.status("stopping: finishing in-flight requests")
         await site.stop()  # stop accepting; requests already begun go on
+        state.inflight.draining = True  # replies from now on close their connection
+        # accepted connections whose request has not arrived yet get a moment to send it
+        await state.guard.first_requests(FIRST_REQUEST_GRACE_S)
         timeout_s = self.cfg.server.shutdown_timeout_s
         if not await state.inflight.drained(timeout_s):
             log.warning("%d request(s) still running after %.1f s; cancelling them",

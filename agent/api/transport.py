@@ -85,6 +85,7 @@ class GuardedConnection(asyncio.Protocol):
         self.peer_error: str | None = None
         self.role: Role | None = None
         self.busy = False
+        self.served = False  # a request has started on it
         self.idle_since = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
@@ -107,7 +108,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def request_started(self) -> None:
         """A request's headers have arrived: the timer leaves the connection alone."""
-        self.busy = True
+        self.busy = self.served = True
 
     def request_done(self, now: float) -> None:
         """The reply is written (``now``: ``time.monotonic()``); the next request must
@@ -196,6 +197,20 @@ class ConnectionGuard:
         """``conn`` (counted as starting since :meth:`factory` made it) is now live."""
         self.starting = max(0, self.starting - 1)
         self.live[transport] = conn
+
+    async def first_requests(self, grace_s: float) -> None:
+        """Wait (at most ``grace_s`` seconds) until every accepted connection that has not
+        started a request yet has started one.
+
+        On a stop, once nothing more is accepted: a client whose connection was
+        accepted just before its request bytes arrived is then answered rather
+        than closed as idle (the e2e restart test lost one such request in ~60).
+        """
+        deadline = time.monotonic() + grace_s
+        while self.starting or any(not c.served for c in self.live.values()):
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.01)
 
     def connection_of(self, request: web.BaseRequest) -> GuardedConnection | None:
         transport = request.transport
